@@ -1,0 +1,210 @@
+"""The generator's configuration: the YAML presets, their look-up and their rules."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import isodate
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fleetgen_spark.exceptions import ConfigError
+
+__all__ = [
+    "EVENT_TYPES",
+    "Config",
+    "config_dirs",
+    "format_duration",
+    "load_config",
+    "parse_duration",
+    "resolve_config_path",
+]
+
+EVENT_TYPES: tuple[str, ...] = ("start driving", "stopped driving", "delivered")
+DEFAULT_WEIGHTS: dict[str, float] = {"start driving": 0.40, "stopped driving": 0.35, "delivered": 0.25}
+DEFAULT_PRESET = "base"
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_duration(value: object, field: str) -> timedelta:
+    """Parse an ISO-8601 duration such as ``PT15M`` into a fixed-length timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO-8601 duration such as PT15M for {field}, got {value!r}")
+    try:
+        parsed = isodate.parse_duration(value.strip())
+    except (isodate.ISO8601Error, ValueError) as err:
+        raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT15M or PT1H") from err
+    if not isinstance(parsed, timedelta):
+        # isodate returns a Duration for years and months, which have no fixed length.
+        raise ValueError(f"{value!r} uses years or months; use days, hours, minutes or seconds")
+    return parsed
+
+
+def format_duration(value: timedelta) -> str:
+    """Write a timedelta back as an ISO-8601 duration (``PT15M``)."""
+    return str(isodate.duration_isoformat(value))
+
+
+class Config(BaseModel):
+    """One validated configuration: what fleet to simulate and how fast it produces events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    number_of_companies: int = Field(ge=1, le=10_000_000)
+    drivers_per_company: int = Field(ge=1, le=10_000)
+    event_rate_per_driver: float = Field(gt=0, le=1000)
+    company_onboarding_interval: timedelta
+    companies_per_onboarding: int | None = Field(default=None, ge=1)
+    interval: timedelta = timedelta(minutes=15)
+    event_type_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    @field_validator("company_onboarding_interval", "interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object, info: Any) -> timedelta:
+        return parse_duration(value, info.field_name)
+
+    @field_validator("company_onboarding_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0 or value.total_seconds() != int(value.total_seconds()):
+            raise ValueError("must be a positive whole number of seconds, for example PT1H")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_range(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if not 60 <= seconds <= 86_400 or seconds != int(seconds):
+            raise ValueError("must be whole seconds from PT1M (1 minute) to P1D (1 day)")
+        return value
+
+    @field_validator("event_type_weights", mode="before")
+    @classmethod
+    def _weights_mapping(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of event type to weight, for example {DEFAULT_WEIGHTS}")
+        return value
+
+    @field_validator("event_type_weights")
+    @classmethod
+    def _weights_rules(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}; allowed: {list(EVENT_TYPES)}")
+        if any(w < 0 or not math.isfinite(w) for w in value.values()):
+            raise ValueError("weights must be finite and >= 0")
+        if abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1, they sum to {sum(value.values()):g}")
+        return {name: float(value.get(name, 0.0)) for name in EVENT_TYPES}
+
+    @model_validator(mode="after")
+    def _default_per_onboarding(self) -> Config:
+        if self.companies_per_onboarding is None:
+            object.__setattr__(self, "companies_per_onboarding", self.number_of_companies)
+        return self
+
+    @property
+    def per_onboarding(self) -> int:
+        """Companies onboarded per tick (resolved default)."""
+        return self.companies_per_onboarding or self.number_of_companies
+
+    @property
+    def interval_seconds(self) -> int:
+        return int(self.interval.total_seconds())
+
+    @property
+    def onboarding_seconds(self) -> int:
+        return int(self.company_onboarding_interval.total_seconds())
+
+    def with_seed(self, seed: int) -> Config:
+        """The same configuration with its seed set."""
+        return self.model_copy(update={"seed": seed})
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The configuration as plain YAML-friendly values (durations in ISO-8601)."""
+        data = self.model_dump()
+        data["company_onboarding_interval"] = format_duration(self.company_onboarding_interval)
+        data["interval"] = format_duration(self.interval)
+        return data
+
+
+def config_dirs() -> list[Path]:
+    """Where preset names are looked up, in order."""
+    dirs = [Path.cwd() / "conf", _PACKAGE_ROOT / "conf"]
+    env_dir = os.environ.get("FLEETGEN_CONF_DIR")
+    if env_dir:
+        dirs.insert(0, Path(env_dir))
+    return dirs
+
+
+def resolve_config_path(path_or_name: str | os.PathLike[str]) -> Path:
+    """Find a config file: absolute as given; relative (or a bare name) in conf/, then the cwd."""
+    raw = Path(path_or_name).expanduser()
+    if raw.is_absolute():
+        if raw.is_file():
+            return raw
+        raise ConfigError(f"config file {str(raw)!r} does not exist")
+    names = [raw] if raw.suffix in (".yaml", ".yml") else [raw.with_suffix(".yaml"), raw.with_suffix(".yml"), raw]
+    candidates = [d / n for d in config_dirs() for n in names] + [Path.cwd() / n for n in names]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    presets = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(
+        f"config {str(path_or_name)!r} not found in conf/ or the working directory; "
+        f"presets: {', '.join(presets) or 'none'}"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(Config.model_fields)
+        return f"unknown field {field!r}; allowed fields: {allowed}"
+    if error["type"] == "missing":
+        return f"field {field!r} is required"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"field {field!r} = {error['input']!r}: {message}"
+
+
+def build_config(values: dict[str, Any], origin: str) -> Config:
+    """Validate raw values into a Config, turning pydantic's errors into one ConfigError."""
+    try:
+        return Config.model_validate(values)
+    except ValidationError as err:
+        details = "; ".join(_describe(e) for e in err.errors())
+        raise ConfigError(f"{origin}: {details}") from err
+
+
+def load_config(path_or_name: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Load a preset or YAML file (default ``base``), apply overrides, and validate everything.
+
+    Raises ConfigError naming the field, the value and the rule when anything is wrong.
+    """
+    path = resolve_config_path(path_or_name if path_or_name is not None else DEFAULT_PRESET)
+    values = _read_yaml(path)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(values, f"config {str(path)!r}")

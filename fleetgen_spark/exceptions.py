@@ -1,0 +1,17 @@
+"""The errors fleetgen-spark raises for bad input."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "FleetGenError", "OptionError"]
+
+
+class FleetGenError(ValueError):
+    """Base of every error caused by what a user asked for: the message is the product."""
+
+
+class ConfigError(FleetGenError):
+    """A configuration file or value breaks a rule of the config contract."""
+
+
+class OptionError(FleetGenError):
+    """A source option or command-line flag is unknown or has a bad value."""

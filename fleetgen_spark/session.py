@@ -1,0 +1,61 @@
+"""A SparkSession with Delta Lake configured and the fleetgen sources registered."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+__all__ = ["DELTA_PACKAGE", "base_conf", "register", "spark_session"]
+
+# delta-spark's pip helper asks for the jar of its own version (4.4.1), but Maven Central
+# serves delta-spark_4.2_2.13 only at 4.4.0 for Spark 4.2; the Python API of the 4.4.1
+# wheel drives the 4.4.0 jar unchanged (a patch release). Spark resolves the jar through
+# Ivy into ~/.ivy2.5.2 on first use and reads it from there afterwards.
+DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+
+
+def base_conf() -> dict[str, str]:
+    """The settings every fleetgen session uses; spark-defaults.conf carries the same."""
+    return {
+        "spark.jars.packages": DELTA_PACKAGE,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "4",
+        # A micro-batch with no new interval is cheap; do not spin on the clock.
+        "spark.sql.streaming.pollingDelay": "200ms",
+    }
+
+
+def register(spark: SparkSession) -> None:
+    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a session."""
+    from fleetgen_spark.companies import FleetgenCompaniesDataSource
+    from fleetgen_spark.source import FleetgenDataSource
+
+    spark.dataSource.register(FleetgenDataSource)
+    spark.dataSource.register(FleetgenCompaniesDataSource)
+
+
+def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf: Any) -> SparkSession:
+    """A SparkSession with Delta Lake and both sources; ``master`` defaults to ``local[*]``
+    unless spark-submit already set one. Extra ``conf`` keys use dots or underscores
+    (``spark_sql_shuffle_partitions=2``)."""
+    # Python workers must run this interpreter, or they will not find numpy and pyarrow.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+        builder = builder.master("local[*]")
+    settings = base_conf()
+    settings.update({k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    register(spark)
+    return spark
