@@ -38,7 +38,9 @@ class CompanyPartition(InputPartition):
         return f"CompanyPartition(ticks={len(self.ticks)})"
 
 
-def company_partitions(options: SourceOptions, seed: int, sim_start_s: int, from_s: int, to_s: int) -> list[CompanyPartition]:
+def company_partitions(
+    options: SourceOptions, seed: int, sim_start_s: int, from_s: int, to_s: int
+) -> list[CompanyPartition]:
     """One partition holding the ticks in ``[from_s, to_s)`` (companies are few: one task is plenty)."""
     ticks = tuple(onboarding_plan(options, sim_start_s).ticks(from_s, to_s))
     return [CompanyPartition(seed, ticks)] if ticks else []

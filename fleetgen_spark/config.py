@@ -11,6 +11,7 @@ from typing import Any
 import isodate
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from fleetgen_spark.exceptions import ConfigError
 
@@ -89,7 +90,12 @@ class Config(BaseModel):
     @classmethod
     def _weights_mapping(cls, value: object) -> object:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                # pydantic only turns ValueError into a field error; a YAMLError would escape as is.
+                problem = getattr(err, "problem", None) or "unparsable"
+                raise ValueError(f"must be a JSON or YAML mapping of event type to weight ({problem})") from err
         if not isinstance(value, dict):
             raise ValueError(f"must be a mapping of event type to weight, for example {DEFAULT_WEIGHTS}")
         return value
@@ -179,7 +185,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     field = ".".join(str(p) for p in error["loc"]) or "config"
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(Config.model_fields)

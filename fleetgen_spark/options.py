@@ -91,7 +91,9 @@ def parse_options(options: Mapping[str, str], *, source: str = "fleetgen") -> So
             "maxIntervalsPerTrigger", given.get("maxIntervalsPerTrigger", "1"), 1_000_000
         ),
         num_partitions=(
-            _positive_int("numPartitions", given["numPartitions"], _MAX_PARTITIONS) if "numPartitions" in given else None
+            _positive_int("numPartitions", given["numPartitions"], _MAX_PARTITIONS)
+            if "numPartitions" in given
+            else None
         ),
         data_dir=Path(given["dataDir"]) if given.get("dataDir") else None,
         raw=dict(given),

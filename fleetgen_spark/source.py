@@ -156,7 +156,7 @@ def group_units(units: Sequence[Any], weights: Sequence[int], n_partitions: int)
     groups: list[tuple[Any, ...]] = []
     current: list[Any] = []
     acc = 0
-    for unit, weight in zip(units, weights):
+    for unit, weight in zip(units, weights, strict=True):
         current.append(unit)
         acc += weight
         if acc >= target and len(groups) < n_partitions - 1:
@@ -308,4 +308,3 @@ class FleetgenDataSource(DataSource):
 
     def streamReader(self, schema: StructType) -> DataSourceStreamReader:
         return FleetgenStreamReader(parse_options(self.options))
-
