@@ -70,8 +70,12 @@ class CompaniesStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow)
         available = epoch_seconds(self.offsets.available(start))
         nxt = epoch_seconds(parse_instant(start["next"], "offset"))
         plan = onboarding_plan(self.options, epoch_seconds(parse_instant(start["start"], "offset")))
-        # A tick at T is due once the clock reaches T: ticks in [next, available] are pending.
-        pending = list(plan.ticks(nxt, available + 1))
+        # A tick at T is due once the clock reaches T: ticks in [next, available] are pending,
+        # except one at `end`, which is exclusive (as in the batch reader).
+        due_before = available + 1
+        if self.options.end is not None:
+            due_before = min(due_before, epoch_seconds(self.options.end))
+        pending = list(plan.ticks(nxt, due_before))
         steps = max_steps(limit)
         if steps is not None:
             pending = pending[:steps]
@@ -105,7 +109,9 @@ class CompaniesBatchReader(DataSourceReader):
         self.start_s, self.end_s = epoch_seconds(options.start), epoch_seconds(options.end)
 
     def partitions(self) -> Sequence[InputPartition]:
-        return company_partitions(self.options, self.seed, self.start_s, self.start_s, self.end_s)
+        # Spark turns an empty list into InputPartition(None), which read() cannot take.
+        parts = company_partitions(self.options, self.seed, self.start_s, self.start_s, self.end_s)
+        return parts or [CompanyPartition(self.seed, ())]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         return read_companies(partition)

@@ -61,7 +61,7 @@ def parse_options(options: Mapping[str, str], *, source: str = "fleetgen") -> So
         name = canonical.get(key.lower())
         if name is None:
             known = ", ".join(sorted(canonical.values(), key=str.lower))
-            raise OptionError(f"unknown option {key!r} for source {source!r}; known options: {known}")
+            raise OptionError(f"unknown option {key!r} = {value!r} for source {source!r}; known options: {known}")
         given[name] = value
 
     overrides = {k: v for k, v in given.items() if k in Config.model_fields}

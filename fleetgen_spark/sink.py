@@ -86,6 +86,10 @@ def query_id(checkpoint: Path) -> str:
     return str(read_json(checkpoint / "metadata")["id"])
 
 
+# Delta's optimistic-concurrency conflicts: another writer committed first; a retry sees its rows.
+_CONFLICTS = ("DELTA_CONCURRENT", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED", "ConcurrentAppend", "already exists")
+
+
 def _retry(action: Callable[[], T], what: str, attempts: int = 8) -> T:
     """Run a Delta write, retrying when a concurrent writer won the race for a commit."""
     for attempt in range(1, attempts + 1):
@@ -93,7 +97,7 @@ def _retry(action: Callable[[], T], what: str, attempts: int = 8) -> T:
             return action()
         except Exception as err:  # Delta's conflicts surface as Py4J/Spark errors of several classes
             text = str(err)
-            if attempt == attempts or not any(k in text for k in ("Concurrent", "DELTA_CONCURRENT", "already exists")):
+            if attempt == attempts or not any(k in text for k in _CONFLICTS):
                 raise
             log_event(_log, f"{what}: concurrent writer, retrying", attempt=attempt)
             time.sleep(0.2 * attempt)

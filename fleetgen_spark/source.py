@@ -246,7 +246,10 @@ class FleetgenBatchReader(DataSourceReader):
         self.start_s, self.end_s = epoch_seconds(options.start), epoch_seconds(options.end)
 
     def partitions(self) -> Sequence[InputPartition]:
-        return self.planner.partitions(self.seed, self.start_s, self.start_s, self.end_s)
+        # Spark turns an empty list into InputPartition(None), which read() cannot take:
+        # a range with nobody eligible yet is one partition with nothing to generate.
+        parts = self.planner.partitions(self.seed, self.start_s, self.start_s, self.end_s)
+        return parts or [EventPartition(self.planner.spec(self.seed), ())]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         return read_events(partition)

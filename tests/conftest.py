@@ -7,13 +7,13 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from pyspark.sql import SparkSession
+
+import fleetgen_spark
 
 # Python workers must run this interpreter (the virtualenv), or they miss numpy and pyarrow.
+# Set before any SparkContext exists: Spark reads it when the session starts.
 os.environ["PYSPARK_PYTHON"] = sys.executable
-
-from pyspark.sql import SparkSession  # noqa: E402
-
-import fleetgen_spark  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -59,8 +59,10 @@ def test_company_schema_is_what_spark_expects_from_the_declared_ddl(spark: Spark
     assert COMPANY_SCHEMA.equals(expected, check_metadata=True), f"{COMPANY_SCHEMA}\n!=\n{expected}"
 
 
-@settings(max_examples=50)
-@given(st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=0, max_size=40).filter(lambda v: len(v) % 2 == 0))
+@settings(max_examples=50, deadline=None, database=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=0, max_size=40).filter(lambda v: len(v) % 2 == 0)
+)
 def test_uuid_strings_are_version_4(words: list[int]) -> None:
     raw = np.array(words, dtype=np.uint64).reshape(-1, 2)
     strings = uuid_strings(raw).to_pylist()
@@ -146,7 +148,7 @@ def test_event_types_follow_the_weights() -> None:
         observed.update(events(spec, start_s=S + k * QUARTER, n_companies=BLOCK_SIZE).column("event_type").to_pylist())
     total = sum(observed.values())
     assert set(observed) == set(EVENT_TYPES)
-    chi2 = sum((observed[name] - total * w) ** 2 / (total * w) for name, w in zip(EVENT_TYPES, WEIGHTS))
+    chi2 = sum((observed[name] - total * w) ** 2 / (total * w) for name, w in zip(EVENT_TYPES, WEIGHTS, strict=True))
     assert chi2 < CHI2_999_2DOF, (chi2, observed)
 
 
@@ -168,6 +170,7 @@ def test_driver_and_truck_ids() -> None:
         table.column("driver_id").to_pylist(),
         table.column("company_id").to_pylist(),
         table.column("truck_id").to_pylist(),
+        strict=True,
     ):
         match = pattern.match(driver)
         assert match, driver
@@ -219,8 +222,12 @@ def test_company_batch() -> None:
     assert set(batch.column("active").to_pylist()) == {True}
     created = pa.scalar(S * 1_000_000, type=pa.timestamp("us", tz="UTC")).as_py()
     assert set(batch.column("created_at").to_pylist()) == {created}
-    assert all(name.split()[-1] in {"Logistics", "Freight", "Transport", "Trucking", "Haulers", "Carriers", "Express", "Lines"} for name in batch.column("company_name").to_pylist())
+    assert all(
+        name.split()[-1] in {"Logistics", "Freight", "Transport", "Trucking", "Haulers", "Carriers", "Express", "Lines"}
+        for name in batch.column("company_name").to_pylist()
+    )
     # Names, like ids, depend on (seed, index) only.
-    assert batch.column("company_name").to_pylist() == (
-        company_batch(42, 90, 20, S + 3600).column("company_name").to_pylist()[8:12]
+    assert (
+        batch.column("company_name").to_pylist()
+        == (company_batch(42, 90, 20, S + 3600).column("company_name").to_pylist()[8:12])
     )

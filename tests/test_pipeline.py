@@ -115,9 +115,11 @@ def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSess
     (checkpoint / "offsets" / "0").write_text("v1\n{}\n" + json.dumps(offset) + "\n")
     config = load_config("small", seed=7)
     plan = OnboardingPlan.from_config(config, start_s)
-    good = spark.read.format("fleetgen").options(
-        config="small", seed="7", start="2025-11-08T00:00:00Z", end="2025-11-08T00:30:00Z"
-    ).load()
+    good = (
+        spark.read.format("fleetgen")
+        .options(config="small", seed="7", start="2025-11-08T00:00:00Z", end="2025-11-08T00:30:00Z")
+        .load()
+    )
     sample = good.limit(4).collect()
     bad_rows = [
         sample[0].asDict() | {"truck_id": None},
