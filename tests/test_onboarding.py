@@ -1,0 +1,148 @@
+"""Company onboarding: the MERGE job into delta/companies, the dataset record, discards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from fleetgen_spark import ConfigError, load_config
+from fleetgen_spark.dataset import ensure_dataset, load_segments
+from fleetgen_spark.manifests import Layout, read_json
+from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.sink import UUID_PATTERN, CompaniesWriter
+
+START = datetime(2025, 11, 8, tzinfo=timezone.utc)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _onboard(spark: SparkSession, data_dir: Path, hours: float, **overrides: object) -> DataFrame:
+    pipeline = Pipeline(
+        spark, Layout(data_dir), load_config("small", **overrides), speedup="max", start=START,
+        end=START + timedelta(hours=hours),
+    )  # fmt: skip
+    pipeline.start_companies(available_now=True).awaitTermination()
+    return spark.read.format("delta").load(str(pipeline.layout.table("companies")))
+
+
+def test_cadence_two_two_one(spark: SparkSession, tmp_path: Path) -> None:
+    companies = _onboard(spark, tmp_path, 1.5, companies_per_onboarding=2, company_onboarding_interval="PT30M")
+    per_tick = sorted((r["created_at"], r["count"]) for r in companies.groupBy("created_at").count().collect())
+    assert [c for _, c in per_tick] == [2, 2, 1]
+    assert [t - per_tick[0][0] for t, _ in per_tick] == [timedelta(0), timedelta(minutes=30), timedelta(hours=1)]
+    rows = companies.collect()
+    assert len({r["company_id"] for r in rows}) == 5
+    assert all(r["geography"] == "US" and r["active"] for r in rows)
+    assert companies.filter(~companies.company_id.rlike(UUID_PATTERN)).count() == 0
+    assert read_json(Layout(tmp_path).state)["company_count"] == 5
+
+
+def test_same_seed_same_ids_and_rerun_adds_nothing(spark: SparkSession, tmp_path: Path) -> None:
+    first = {r["company_id"] for r in _onboard(spark, tmp_path / "a", 1).collect()}
+    second = {r["company_id"] for r in _onboard(spark, tmp_path / "b", 1).collect()}
+    assert first == second and len(first) == 5
+    # Run again on the same directory with the checkpoint wiped: the MERGE still inserts nothing.
+    layout = Layout(tmp_path / "a")
+    subprocess.run(["rm", "-rf", str(layout.checkpoint("companies"))], check=True)
+    again = _onboard(spark, tmp_path / "a", 1)
+    assert again.count() == 5
+
+
+def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    batch = (
+        spark.read.format("fleetgen_companies")
+        .options(config="small", start="2025-11-08T00:00:00Z", end="2025-11-08T01:00:00Z")
+        .load()
+    )
+    rows = batch.collect()
+    errors: list[BaseException] = []
+
+    def run(query: str) -> None:
+        checkpoint = layout.checkpoint(query)
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        (checkpoint / "metadata").write_text(f'{{"id":"{query}"}}')
+        try:
+            CompaniesWriter(layout, query)(spark.createDataFrame(rows, batch.schema), 0)
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(f"racer{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    table = spark.read.format("delta").load(str(layout.table("companies")))
+    assert table.count() == 5 and table.select("company_id").distinct().count() == 5
+
+
+def test_schema_violations_are_discarded(spark: SparkSession, tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    checkpoint = layout.checkpoint("companies")
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "metadata").write_text('{"id":"q"}')
+    good = (
+        spark.read.format("fleetgen_companies")
+        .options(config="small", start="2025-11-08T00:00:00Z", end="2025-11-08T01:00:00Z")
+        .load()
+    )
+    rows = [r.asDict() for r in good.collect()]
+    rows[0]["geography"] = "CA"
+    rows[1]["active"] = False
+    rows[2]["company_id"] = "not-a-uuid"
+    CompaniesWriter(layout)(spark.createDataFrame(rows, good.schema), 0)
+    table = spark.read.format("delta").load(str(layout.table("companies")))
+    assert table.count() == 2
+    discarded = spark.read.format("delta").load(str(layout.table("discarded_events")))
+    assert sorted(r["reason"] for r in discarded.collect()) == [
+        "inactive_company",
+        "invalid_company_id",
+        "invalid_geography",
+    ]
+    assert {r["source"] for r in discarded.collect()} == {"companies"}
+    assert (
+        table.join(discarded.selectExpr("get_json_object(record, '$.company_id') AS company_id"), "company_id").count()
+        == 0
+    )
+
+
+def test_raising_the_fleet_onboards_only_the_difference(spark: SparkSession, tmp_path: Path) -> None:
+    before = {r["company_id"]: r["created_at"] for r in _onboard(spark, tmp_path, 2).collect()}
+    assert len(before) == 5
+    after = {r["company_id"]: r["created_at"] for r in _onboard(spark, tmp_path, 4, number_of_companies=8).collect()}
+    assert len(after) == 8
+    assert {k: after[k] for k in before} == before
+    new_ticks = {after[k] for k in set(after) - set(before)}
+    assert len(new_ticks) == 1 and min(new_ticks) > max(before.values())
+    assert len(load_segments(tmp_path)) == 2
+
+
+def test_dataset_record_keeps_the_drawn_seed(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    config = load_config("small").model_copy(update={"seed": None})
+    first = ensure_dataset(layout, config, START)
+    text = layout.dataset_md.read_text()
+    assert f"seed: {first.seed}" in text
+    assert ensure_dataset(layout, config, START + timedelta(days=1)) == first
+    assert layout.dataset_md.read_text() == text
+    with pytest.raises(ConfigError, match="differs from the seed"):
+        ensure_dataset(layout, config.with_seed(first.seed + 1))
+
+
+@pytest.mark.slow
+def test_onboard_now_command_is_idempotent(tmp_path: Path) -> None:
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    cmd = [sys.executable, "-m", "fleetgen_spark.cli", "onboard", "--now", "--config", "small"]
+    cmd += ["--data-dir", str(tmp_path), "--master", "local[1]"]
+    outputs = [subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600) for _ in range(2)]
+    for out in outputs:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "companies: 5 in" in out.stdout
+    assert "Traceback" not in outputs[1].stderr
