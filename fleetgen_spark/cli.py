@@ -109,6 +109,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     total = (epoch_seconds(end) - epoch_seconds(pipeline.dataset.start)) // config.interval_seconds
     began = time.monotonic()
     interactive = sys.stdout.isatty()
+    shown = {"done": -1}
 
     def progress(query: Any) -> None:
         last = query.lastProgress
@@ -116,6 +117,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             return
         done_to = parse_instant(json.loads(last["sources"][0]["endOffset"])["next"], "offset")
         done = (epoch_seconds(done_to) - epoch_seconds(pipeline.dataset.start)) // config.interval_seconds
+        if done == shown["done"]:
+            return
+        shown["done"] = done
         events = (
             int(json.loads(pipeline.layout.batch_manifest.read_text()).get("total_events", 0))
             if (pipeline.layout.batch_manifest.is_file())

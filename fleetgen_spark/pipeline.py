@@ -114,13 +114,13 @@ class Pipeline:
 
     def run_available_now(self, on_progress: Callable[[StreamingQuery], None] | None = None) -> None:
         """Onboard every due tick, then generate every available interval, then return."""
-        for start in (self.start_companies, self.start_events):
-            query = start(True)
-            while query.isActive:
-                if on_progress is not None:
-                    on_progress(query)
-                query.awaitTermination(1)
-            query.awaitTermination()  # re-raises the query's error, if any
+        self.start_companies(True).awaitTermination()  # re-raises the query's error, if any
+        query = self.start_events(True)
+        while query.isActive:
+            if on_progress is not None:
+                on_progress(query)
+            query.awaitTermination(1)
+        query.awaitTermination()
 
     def describe(self) -> dict[str, Any]:
         return {
