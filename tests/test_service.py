@@ -1,0 +1,402 @@
+"""The control service: REST API, pause/resume/clean, state that survives restarts, signals, token.
+
+Real Spark (the shared session), real Delta tables, a real uvicorn server on a free loopback
+port. The subprocess test runs ``fleetgen run`` itself and drives it with signals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import SparkSession
+
+from fleetgen_spark.cli import main
+from fleetgen_spark.config import load_config
+from fleetgen_spark.exceptions import OptionError
+from fleetgen_spark.logs import configure_logging, get_logger, log_event
+from fleetgen_spark.manifests import Layout, read_json, update_json
+from fleetgen_spark.service import Service, check_bind
+
+T = TypeVar("T")
+SMALL = load_config("small")
+INTERVAL = timedelta(minutes=15)
+TOKEN = "test-token-7f3a"
+# The machine is small and shared: a first micro-batch may take a minute. Deadlines, not sleeps.
+PATIENCE = 600.0
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = PATIENCE, every: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@contextmanager
+def running_service(
+    spark: SparkSession,
+    data_dir: Path,
+    *,
+    paused: bool = False,
+    token: str | None = None,
+    state_every_s: float = 300.0,
+) -> Iterator[tuple[Service, httpx.Client]]:
+    """A service at speedup 3600 (4 intervals a second) on a free loopback port, and an HTTP client.
+
+    ``paused`` writes a saved pause first, so the service recovers it and starts no query.
+    """
+    layout = Layout(data_dir)
+    if paused:
+        update_json(layout.state, paused=True)
+    configure_logging(layout.root, stderr=False)
+    service = Service(spark, layout, SMALL, "3600", "127.0.0.1", 0, token, state_every_s=state_every_s)
+    service.start()
+    try:
+        with httpx.Client(base_url=service.url, timeout=300, trust_env=False) as client:
+            yield service, client
+    finally:
+        service.stop()
+        configure_logging(None, stderr=False)
+
+
+def batches_generated(client: httpx.Client) -> int:
+    return int(client.get("/health").json()["batches_generated_count"])
+
+
+def log_messages(layout: Layout) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted((layout.manifests / "logs").glob("*/generator.log.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
+def assert_no_holes(spark: SparkSession, layout: Layout) -> list[str]:
+    """delta/batches holds every interval from the dataset start once, in order: no hole, no duplicate."""
+    rows = spark.read.format("delta").load(str(layout.table("batches"))).orderBy("interval_start").collect()
+    starts = [r.interval_start.replace(tzinfo=timezone.utc) for r in rows]
+    assert starts, "no batch was written"
+    expected = [starts[0] + i * INTERVAL for i in range(len(starts))]
+    assert starts == expected, f"batches are not consecutive 15-minute intervals: {[r.batch_id for r in rows]}"
+    return [r.batch_id for r in rows]
+
+
+# -- pause, resume, clean on running queries -------------------------------------------------------
+
+
+def delta_commits(layout: Layout) -> dict[str, int]:
+    """How many commits each table has: a paused service adds none."""
+    return {
+        name: len(list((layout.table(name) / "_delta_log").glob("*.json")))
+        for name in ("batches", "driver_events", "companies")
+    }
+
+
+def test_pause_resume_and_clean_on_live_queries(spark: SparkSession, tmp_path: Path) -> None:
+    """One live service through its whole life (each Spark batch is slow here, so one service, not three)."""
+    with running_service(spark, tmp_path / "data") as (service, client):
+        layout = service.controller.layout
+
+        # /clean is refused while the queries run.
+        refused = client.post("/clean")
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "conflict" and "pause" in refused.json()["detail"]
+        wait_for("a first batch", lambda: batches_generated(client) >= 1)
+
+        # Pause is idempotent.
+        first, again = client.post("/pause"), client.post("/pause")
+        assert first.status_code == again.status_code == 200
+        assert (first.json()["status"], first.json()["changed"]) == ("paused", True)
+        assert (again.json()["status"], again.json()["changed"]) == ("paused", False)
+        assert read_json(layout.state)["paused"] is True
+        assert not any(q["isActive"] for q in again.json()["queries"].values())
+
+        # No batch while paused: at speedup 3600 the clock would release 4 intervals a second; watch 12.
+        held, commits = batches_generated(client), delta_commits(layout)
+        watch_until = time.monotonic() + 3.0
+        while time.monotonic() < watch_until:
+            health = client.get("/health").json()
+            assert (health["status"], health["batches_generated_count"]) == ("paused", held)
+            time.sleep(0.25)
+        assert delta_commits(layout) == commits
+
+        # Resume is idempotent, and catches up without a hole.
+        resumed, resumed_again = client.post("/resume"), client.post("/resume")
+        assert (resumed.json()["status"], resumed.json()["changed"]) == ("running", True)
+        assert (resumed_again.json()["status"], resumed_again.json()["changed"]) == ("running", False)
+        assert read_json(layout.state)["paused"] is False
+        wait_for("a batch after the resume", lambda: batches_generated(client) > held)
+        caught_up = client.post("/pause").json()
+        batch_ids = assert_no_holes(spark, layout)
+        assert batch_ids[0] == compact(caught_up["dataset"]["start"])
+        assert caught_up["last_driver_batch"] in batch_ids
+
+        # Clean while paused removes everything; the service stays paused; a resume starts afresh.
+        old_descriptor = layout.dataset_md.read_text()
+        cleaned = client.post("/clean")
+        assert cleaned.status_code == 200, cleaned.text
+        assert set(cleaned.json()["removed"]) == {"delta", "checkpoints", "manifests"}
+        assert not (layout.root / "delta").exists() and not (layout.root / "checkpoints").exists()
+        assert not layout.dataset_md.exists() and not layout.batch_manifest.exists()
+        health = client.get("/health").json()
+        assert (health["status"], health["batches_generated_count"], health["dataset"]) == ("paused", 0, None)
+        assert read_json(layout.state)["paused"] is True  # a restart now would still be paused
+
+        assert client.post("/resume").json()["status"] == "running"
+        assert layout.dataset_md.read_text() != old_descriptor  # a new dataset, created now
+        wait_for("a batch of the fresh dataset", lambda: batches_generated(client) >= 1)
+        fresh = client.post("/pause").json()
+        assert fresh["dataset"]["start"] >= caught_up["dataset"]["start"]
+        assert assert_no_holes(spark, layout)[0] == compact(fresh["dataset"]["start"])
+
+    lifecycle = {"PAUSE", "RESUME", "CLEAN", "SHUTDOWN", "RECOVER"}
+    events = [r for r in log_messages(layout) if r["message"] in lifecycle]
+    assert [r["message"] for r in events] == ["CLEAN", "RESUME", "PAUSE", "SHUTDOWN"]  # older ones were cleaned
+    assert events[2]["metadata"]["batches_generated_count"] == fresh["batches_generated_count"]
+    assert events[2]["metadata"]["trigger"] == "api"
+
+
+def compact(instant: str) -> str:
+    """``2025-11-08T14:15:00Z`` as the batch id ``20251108T141500Z``."""
+    return instant.replace("-", "").replace(":", "")
+
+
+# -- the API on a paused service: no Spark work, so these are quick ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def paused(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, httpx.Client]]:
+    """One service that starts paused (recovered from its state file) and needs a token for POSTs."""
+    with running_service(
+        spark, tmp_path_factory.mktemp("paused") / "data", paused=True, token=TOKEN, state_every_s=0.5
+    ) as pair:
+        yield pair
+
+
+def test_a_saved_pause_survives_a_restart_and_is_logged_as_recover(paused: tuple[Service, httpx.Client]) -> None:
+    service, client = paused
+    assert client.get("/health").json()["status"] == "paused"
+    assert not service.controller.health()["queries"]  # nothing was started
+    recover = [r for r in log_messages(service.controller.layout) if r["message"] == "RECOVER"]
+    assert recover and recover[0]["metadata"]["recovered_paused"] is True
+
+
+def test_the_state_is_saved_periodically(paused: tuple[Service, httpx.Client]) -> None:
+    state = paused[0].controller.layout.state
+    state.unlink()
+    saved = wait_for("the periodic save", lambda: read_json(state), timeout=30)
+    assert saved["paused"] is True
+
+
+def test_mutating_endpoints_need_the_token(paused: tuple[Service, httpx.Client]) -> None:
+    _, client = paused
+    for path in ("/pause", "/resume", "/clean"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+            answer = client.post(path, headers=headers)
+            assert answer.status_code == 401, (path, headers)
+            assert answer.json()["error"] == "unauthorized" and "Bearer" in answer.json()["detail"]
+            assert answer.headers["www-authenticate"] == "Bearer"
+    ok = client.post("/pause", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (ok.status_code, ok.json()["status"], ok.json()["changed"]) == (200, "paused", False)
+    assert client.get("/health").status_code == 200  # reading needs no token
+
+
+def test_a_non_loopback_host_is_refused_without_a_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FLEETGEN_API_TOKEN", raising=False)
+    assert main(["run", "--host", "0.0.0.0", "--port", "1", "--config", "small"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FLEETGEN_API_TOKEN" in err and "Traceback" not in err
+    with pytest.raises(OptionError, match="not a loopback address"):
+        check_bind("192.0.2.10", None)
+    check_bind("0.0.0.0", "a-token")  # allowed with a token
+    for host in ("127.0.0.1", "localhost", "::1", "127.1.2.3"):
+        check_bind(host, None)
+
+
+def test_logs_filter_by_level_since_and_limit(paused: tuple[Service, httpx.Client]) -> None:
+    _, client = paused
+    logger = get_logger("test")
+    log_event(logger, "early warning", logging.WARNING, marker="early")
+    time.sleep(0.01)  # the next records must carry a later millisecond
+    cut = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    log_event(logger, "late info", marker="late")
+    log_event(logger, "late error", logging.ERROR, marker="late")
+
+    warnings = client.get("/logs", params={"level": "warning"}).json()["records"]
+    assert {r["level"] for r in warnings} <= {"WARNING", "ERROR", "CRITICAL"}
+    assert [r["message"] for r in warnings if r["component"] == "test"] == ["late error", "early warning"]
+    errors = client.get("/logs", params={"level": "ERROR"}).json()["records"]
+    assert {r["level"] for r in errors} == {"ERROR"}
+
+    since = client.get("/logs", params={"since": cut.isoformat()}).json()["records"]
+    assert [r["message"] for r in since if r["component"] == "test"] == ["late error", "late info"]
+    assert all(r["timestamp"] >= cut.isoformat(timespec="milliseconds")[:23] for r in since)
+    newest = client.get("/logs", params={"limit": 1}).json()
+    assert newest["count"] == 1 and len(newest["records"]) == 1
+
+    for params in ({"level": "LOUD"}, {"since": "yesterday"}, {"limit": 0}, {"limit": 1001}, {"limit": "x"}):
+        bad = client.get("/logs", params=params)
+        assert bad.status_code == 422, params
+        assert bad.json()["error"] == "invalid request"
+        assert bad.json()["detail"][0]["parameter"] == f"query.{next(iter(params))}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/nowhere", 404), ("DELETE", "/health", 405), ("GET", "/pause", 405), ("PUT", "/logs", 405)],
+)
+def test_errors_are_json(paused: tuple[Service, httpx.Client], method: str, path: str, status: int) -> None:
+    answer = paused[1].request(method, path)
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == "application/json"
+    assert set(answer.json()) == {"error", "detail"}
+
+
+def test_docs_and_openapi_are_served(paused: tuple[Service, httpx.Client]) -> None:
+    _, client = paused
+    spec = client.get("/openapi.json").json()
+    assert {"/health", "/pause", "/resume", "/clean", "/logs"} <= spec["paths"].keys()
+    assert client.get("/docs").status_code == 200
+
+
+_PATHS = st.sampled_from(["/health", "/pause", "/resume", "/clean", "/logs", "/docs", "/openapi.json"]) | st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~/", max_size=30
+).map(lambda p: "/" + p)
+_VALUES = st.one_of(st.text(max_size=40), st.integers(), st.floats(allow_nan=False), st.booleans())
+_PARAMS = st.dictionaries(st.sampled_from(["level", "since", "limit"]) | st.text(min_size=1, max_size=8), _VALUES)
+_HEADER = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"))
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> dict[str, Any]:
+    headers = {}
+    if draw(st.booleans()):
+        headers["Authorization"] = draw(_HEADER | st.just("Bearer ") | _HEADER.map(lambda t: "Bearer " + t))
+    return {
+        "method": draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])),
+        "url": draw(_PATHS),
+        "params": draw(_PARAMS),
+        "headers": {k: v.strip().encode("latin-1") for k, v in headers.items()},
+        "content": draw(st.binary(max_size=64)),
+    }
+
+
+def test_no_input_makes_the_service_fail(paused: tuple[Service, httpx.Client]) -> None:
+    """Random methods, paths, query strings, bodies and Authorization headers: never a 5xx, always JSON."""
+    _, client = paused
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(request=_requests())
+    def check(request: dict[str, Any]) -> None:
+        answer = client.request(**request)
+        assert answer.status_code < 500, (request, answer.text)
+        if answer.status_code >= 400 and request["method"] != "HEAD":
+            assert set(answer.json()) == {"error", "detail"}, answer.text
+
+    check()
+
+
+# -- the real `fleetgen run`, driven by signals ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def fleetgen_run(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    port = _free_port()
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env.pop("FLEETGEN_API_TOKEN", None)
+    args = ["--config", "small", "--speedup", "3600", "--data-dir", str(data_dir), "--port", str(port)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleetgen_spark.cli", "run", "--master", "local[1]", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False)
+
+    def health() -> dict[str, Any] | None:
+        if proc.poll() is not None:
+            pytest.fail(f"fleetgen run exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return dict(client.get("/health").json())
+        except httpx.TransportError:
+            return None
+
+    try:
+        wait_for("fleetgen run to answer /health", health)
+        yield proc, client
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _status(client: httpx.Client) -> str:
+    return str(client.get("/health").json()["status"])
+
+
+@pytest.mark.slow
+def test_fleetgen_run_obeys_signals_and_a_pause_survives_a_restart(tmp_path: Path) -> None:
+    data, log = tmp_path / "data", tmp_path / "run.log"
+    layout = Layout(data)
+    with fleetgen_run(data, log) as (proc, client):
+        proc.send_signal(signal.SIGUSR1)
+        wait_for("SIGUSR1 to pause", lambda: _status(client) == "paused")
+        assert read_json(layout.state)["paused"] is True
+        proc.send_signal(signal.SIGUSR2)
+        wait_for("SIGUSR2 to resume", lambda: _status(client) == "running")
+        assert read_json(layout.state)["paused"] is False
+        proc.send_signal(signal.SIGUSR1)
+        wait_for("SIGUSR1 to pause again", lambda: _status(client) == "paused")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert read_json(layout.state)["paused"] is True
+
+    with fleetgen_run(data, log) as (proc, client):
+        assert _status(client) == "paused"  # the pause survived the restart
+        proc.send_signal(signal.SIGUSR2)
+        wait_for("SIGUSR2 to resume after the restart", lambda: _status(client) == "running")
+        proc.send_signal(signal.SIGINT)  # a stop while the queries run
+        assert proc.wait(timeout=30) == 0
+    assert read_json(layout.state)["paused"] is False
+
+    events = [(r["message"], r["metadata"].get("trigger")) for r in log_messages(layout) if r["component"] == "service"]
+    for expected in [
+        ("PAUSE", "SIGUSR1"),
+        ("RESUME", "SIGUSR2"),
+        ("SHUTDOWN", "SIGTERM"),
+        ("RECOVER", "start"),
+        ("SHUTDOWN", "SIGINT"),
+    ]:
+        assert expected in events
+    assert "Traceback" not in log.read_text()
