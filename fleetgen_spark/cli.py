@@ -48,11 +48,14 @@ def _spark(args: argparse.Namespace, app: str) -> Any:
 
 
 def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Any:
-    from fleetgen_spark.pipeline import Pipeline
+    from fleetgen_spark.pipeline import Pipeline, ProgressListener
 
     layout = Layout(args.data_dir)
-    configure_logging(layout.root)
-    return Pipeline(_spark(args, f"fleetgen-{args.command}"), layout, config, **kwargs)
+    # A backfill shows its own progress line; its per-batch records still go to the JSON logs.
+    configure_logging(layout.root, stderr_level="WARNING" if args.command == "backfill" else "INFO")
+    spark = _spark(args, f"fleetgen-{args.command}")
+    spark.streams.addListener(ProgressListener())
+    return Pipeline(spark, layout, config, **kwargs)
 
 
 def _just_closed(config: Config) -> datetime:

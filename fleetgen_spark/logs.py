@@ -54,7 +54,9 @@ class _ReadableFormatter(logging.Formatter):
         return f"{stamp} {record.levelname:<7} [{component}] {record.getMessage()}" + (f" ({extra})" if extra else "")
 
 
-def configure_logging(data_dir: Path | None, *, stderr: bool = True, level: str = "INFO") -> None:
+def configure_logging(
+    data_dir: Path | None, *, stderr: bool = True, level: str = "INFO", stderr_level: str = "INFO"
+) -> None:
     """Send the package's logs to the data directory's JSON files and, readable, to stderr."""
     root = logging.getLogger(_ROOT)
     root.setLevel(level)
@@ -67,6 +69,7 @@ def configure_logging(data_dir: Path | None, *, stderr: bool = True, level: str 
     if stderr:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(_ReadableFormatter())
+        console.setLevel(stderr_level)
         root.addHandler(console)
 
 

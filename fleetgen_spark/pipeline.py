@@ -19,6 +19,7 @@ from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.sink import CompaniesWriter, EventsWriter
+from fleetgen_spark.source import event_spec
 
 __all__ = ["Pipeline", "ProgressListener", "source_options"]
 
@@ -100,7 +101,7 @@ class Pipeline:
     def start_events(self, available_now: bool = False) -> StreamingQuery:
         opts = parse_options(self.options())
         plan = onboarding_plan(opts, epoch_seconds(self.dataset.start))
-        writer = EventsWriter(self.layout, plan, self.dataset.seed, self.config.interval_seconds)
+        writer = EventsWriter(self.layout, plan, event_spec(self.config, self.dataset.seed))
         extra = {"maxIntervalsPerTrigger": str(self.max_intervals_per_trigger)}
         if self.num_partitions:
             extra["numPartitions"] = str(self.num_partitions)

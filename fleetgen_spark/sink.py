@@ -18,18 +18,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from fleetgen_spark.clock import batch_id, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import EVENT_TYPES
-from fleetgen_spark.generate import company_ids
+from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
 from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, update_json, utc_now_iso, write_json_atomic
 from fleetgen_spark.schedule import OnboardingPlan
 
-__all__ = ["BATCHES_SCHEMA", "CompaniesWriter", "EventsWriter", "epoch_range", "query_id"]
+__all__ = ["BATCHES_SCHEMA", "CompaniesWriter", "EventsWriter", "committed_rows", "epoch_range", "query_id"]
 
 _log = get_logger("sink")
 T = TypeVar("T")
@@ -60,6 +60,39 @@ DISCARDED_SCHEMA = StructType(
 )
 
 
+def committed_rows(table: Path, app_id: str, version: int, lookback: int = 5) -> int | None:
+    """Rows written by the commit tagged ``(app_id, version)``, if it is among the newest commits.
+
+    Each fleetgen table has one writer, so a replayed micro-batch finds its own commit at the
+    top of the log. None means "not committed" (Delta's txn check still guards the write).
+    """
+    log = table / "_delta_log"
+    if not log.is_dir():
+        return None
+    for commit in sorted(log.glob("*.json"), reverse=True)[:lookback]:
+        actions = [json.loads(line) for line in commit.read_text(encoding="utf-8").splitlines() if line.strip()]
+        txns = [a["txn"] for a in actions if "txn" in a]
+        if any(t["appId"] == app_id and int(t["version"]) == version for t in txns):
+            info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+            return int(info.get("operationMetrics", {}).get("numOutputRows", 0))
+    return None
+
+
+def _observed(observation: Observation, timeout_s: float = 10.0) -> dict[str, Any] | None:
+    """An Observation's metrics, or None when the observed plan never ran (Observation.get
+    would block forever then: a write that Delta skips as already committed runs no plan)."""
+    deadline = time.monotonic() + timeout_s
+    handle = observation._jo  # the JVM Observation: its future is the only non-blocking view
+    if handle is None:
+        return None
+    future = handle.future()
+    while not future.isCompleted():
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+    return observation.get
+
+
 def _offsets_line(checkpoint: Path, epoch: int) -> dict[str, Any]:
     lines = (checkpoint / "offsets" / str(epoch)).read_text(encoding="utf-8").splitlines()
     # Spark's offset log: "v1", the batch metadata, then one line per source.
@@ -87,7 +120,13 @@ def query_id(checkpoint: Path) -> str:
 
 
 # Delta's optimistic-concurrency conflicts: another writer committed first; a retry sees its rows.
-_CONFLICTS = ("DELTA_CONCURRENT", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED", "ConcurrentAppend", "already exists")
+_CONFLICTS = (
+    "DELTA_CONCURRENT",
+    "DELTA_PROTOCOL_CHANGED",
+    "DELTA_METADATA_CHANGED",
+    "ConcurrentAppend",
+    "already exists",
+)
 
 
 def _retry(action: Callable[[], T], what: str, attempts: int = 8) -> T:
@@ -129,9 +168,16 @@ class EventsWriter:
 
     layout: Layout
     plan: OnboardingPlan
-    seed: int
-    interval_s: int
+    spec: EventSpec
     query: str = "driver_events"
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def interval_s(self) -> int:
+        return self.spec.interval_s
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
         began = time.monotonic()
@@ -139,35 +185,64 @@ class EventsWriter:
         from_s, to_s, _ = epoch_range(checkpoint, epoch)
         app_id = f"fleetgen-{self.query}-{query_id(checkpoint)}"
         starts = list(range(from_s, to_s, self.interval_s))
-        checked = self._validate(df, starts).persist()
-        try:
-            good = checked.filter(F.col("_reason").isNull()).drop("_reason", "_created_at")
-            (
-                good.withColumn("event_date", F.to_date("timestamp"))
-                .write.format("delta")
-                .mode("append")
-                .partitionBy("event_date")
-                .option("txnAppId", app_id)
-                .option("txnVersion", epoch)
-                .save(str(self.layout.table("driver_events")))
-            )
-            counts = {r["batch_id"]: int(r["count"]) for r in good.groupBy("batch_id").count().collect()}
+        if not starts:
+            return  # Spark's first batch of a new query may cover no interval: nothing to write
+        batch_ids = [batch_id(from_epoch(s)) for s in starts]
+        checked = self._validate(df, starts)
+        counts: dict[str, int] | None = None
+        invalid: int | None = None
+        if committed_rows(self.layout.table("driver_events"), app_id, epoch) is None:
+            counts, invalid = self._append_events(checked, batch_ids, app_id, epoch)
+        discarded = 0
+        if invalid != 0:  # records to discard, or a replay that cannot tell: the txn keeps it once
             bad = checked.filter(F.col("_reason").isNotNull()).drop("_created_at")
             discarded = _write_discards(bad, "events", self.layout.table("discarded_events"), app_id, epoch)
-        finally:
-            checked.unpersist()
-        rows = self._batch_rows(starts, counts)
-        if rows:
-            batches = df.sparkSession.createDataFrame(rows, BATCHES_SCHEMA)
-            (
-                batches.write.format("delta")
-                .mode("append")
-                .option("txnAppId", app_id)
-                .option("txnVersion", epoch)
-                .save(str(self.layout.table("batches")))
-            )
-        duration_ms = int((time.monotonic() - began) * 1000)
-        self._record(epoch, app_id, rows, duration_ms, discarded)
+        rows: list[tuple[Any, ...]] = []
+        if committed_rows(self.layout.table("batches"), app_id, epoch) is None:
+            if counts is None:
+                counts = self._counts_in_table(df.sparkSession, batch_ids)
+            rows = self._batch_rows(starts, counts)
+            if rows:
+                (
+                    df.sparkSession.createDataFrame(rows, BATCHES_SCHEMA)
+                    .write.format("delta")
+                    .mode("append")
+                    .option("txnAppId", app_id)
+                    .option("txnVersion", epoch)
+                    .save(str(self.layout.table("batches")))
+                )
+        self._record(epoch, app_id, rows, int((time.monotonic() - began) * 1000), discarded)
+
+    def _append_events(
+        self, checked: DataFrame, batch_ids: list[str], app_id: str, epoch: int
+    ) -> tuple[dict[str, int] | None, int | None]:
+        """Append the valid events once; return per-interval and invalid counts, seen in the same pass."""
+        valid = F.col("_reason").isNull()
+        observation = Observation(f"fleetgen-{app_id}-{epoch}")
+        metrics = [F.count_if(valid & (F.col("batch_id") == b)).alias(b) for b in batch_ids]
+        observed = checked.observe(observation, F.count_if(~valid).alias("_invalid"), *metrics)
+        (
+            observed.filter(valid)
+            .select(*EVENT_SCHEMA.names, F.to_date("timestamp").alias("event_date"))
+            .write.format("delta")
+            .mode("append")
+            .partitionBy("event_date")
+            .option("txnAppId", app_id)
+            .option("txnVersion", epoch)
+            .save(str(self.layout.table("driver_events")))
+        )
+        seen = _observed(observation)
+        if seen is None:  # Delta skipped the write (already committed): count from the table instead
+            return None, None
+        return {b: int(seen[b]) for b in batch_ids}, int(seen["_invalid"])
+
+    def _counts_in_table(self, spark: SparkSession, batch_ids: list[str]) -> dict[str, int]:
+        """Per-interval rows actually in driver_events (the slow path, when records were discarded)."""
+        table = spark.read.format("delta").load(str(self.layout.table("driver_events")))
+        found = table.filter(F.col("batch_id").isin(*batch_ids)).groupBy("batch_id").count().collect()
+        counts = dict.fromkeys(batch_ids, 0)
+        counts.update({r["batch_id"]: int(r["count"]) for r in found})
+        return counts
 
     def _validate(self, df: DataFrame, starts: list[int]) -> DataFrame:
         """Add ``_reason``: null for a valid event, else why it must not reach driver_events."""

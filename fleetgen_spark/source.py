@@ -15,6 +15,7 @@ from pyspark.sql.streaming.datasource import ReadLimit, ReadMaxRows, SupportsTri
 from pyspark.sql.types import StructType
 
 from fleetgen_spark.clock import Clock, align_down, epoch_seconds, from_epoch, iso, parse_instant
+from fleetgen_spark.config import Config
 from fleetgen_spark.dataset import onboarding_plan
 from fleetgen_spark.exceptions import OptionError
 from fleetgen_spark.generate import EventSpec, event_batches
@@ -30,6 +31,7 @@ __all__ = [
     "FleetgenBatchReader",
     "FleetgenDataSource",
     "FleetgenStreamReader",
+    "event_spec",
     "group_units",
     "interval_range",
     "max_steps",
@@ -167,17 +169,20 @@ def group_units(units: Sequence[Any], weights: Sequence[int], n_partitions: int)
     return groups
 
 
+def event_spec(config: Config, seed: int) -> EventSpec:
+    """What the generation of a block depends on, from a config and a seed."""
+    weights = list(config.event_type_weights.values())
+    cumulative = tuple(float(sum(weights[: i + 1])) for i in range(len(weights)))
+    return EventSpec(
+        seed, config.interval_seconds, config.drivers_per_company, config.event_rate_per_driver, cumulative
+    )
+
+
 class _EventPlanner:
     """Turns a range of intervals into partitions; shared by the batch and stream readers."""
 
     def __init__(self, options: SourceOptions) -> None:
         self.options = options
-
-    def spec(self, seed: int) -> EventSpec:
-        cfg = self.options.config
-        weights = list(cfg.event_type_weights.values())
-        cumulative = tuple(float(sum(weights[: i + 1])) for i in range(len(weights)))
-        return EventSpec(seed, cfg.interval_seconds, cfg.drivers_per_company, cfg.event_rate_per_driver, cumulative)
 
     def partitions(self, seed: int, sim_start_s: int, from_s: int, to_s: int) -> list[EventPartition]:
         cfg = self.options.config
@@ -188,7 +193,7 @@ class _EventPlanner:
             for block, _, n in blocks(plan.onboarded_before(t))
         ]
         n_partitions = self.options.num_partitions or os.cpu_count() or 1
-        spec = self.spec(seed)
+        spec = event_spec(cfg, seed)
         return [EventPartition(spec, g) for g in group_units(units, [u.n_companies for u in units], n_partitions)]
 
 
@@ -249,7 +254,7 @@ class FleetgenBatchReader(DataSourceReader):
         # Spark turns an empty list into InputPartition(None), which read() cannot take:
         # a range with nobody eligible yet is one partition with nothing to generate.
         parts = self.planner.partitions(self.seed, self.start_s, self.start_s, self.end_s)
-        return parts or [EventPartition(self.planner.spec(self.seed), ())]
+        return parts or [EventPartition(event_spec(self.planner.options.config, self.seed), ())]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         return read_events(partition)

@@ -29,7 +29,7 @@ def _command(data_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "fleetgen_spark.cli", "backfill", "--config", "small",
         "--start", START.isoformat(), "--end", end.isoformat(), "--data-dir", str(data_dir),
-        "--master", "local[1]", "--max-intervals-per-trigger", "2",
+        "--master", "local[1]", "--max-intervals-per-trigger", "4",
     ]  # fmt: skip
 
 
@@ -90,13 +90,13 @@ def test_backfill_killed_and_restarted_equals_uninterrupted_run(spark: SparkSess
         proc.wait(timeout=600)
     assert kills >= 3, "the backfill finished before it could be killed three times"
 
-    final = subprocess.run(_command(crashed.root), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    final = subprocess.run(_command(crashed.root), cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
 
     reference = Layout(tmp_path / "reference")
     Pipeline(
         spark, reference, load_config("small"), speedup="max", start=START,
-        end=START + timedelta(hours=HOURS), max_intervals_per_trigger=2,
+        end=START + timedelta(hours=HOURS), max_intervals_per_trigger=4,
     ).run_available_now()  # fmt: skip
 
     events = _rows(spark, crashed, "driver_events")

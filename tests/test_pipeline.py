@@ -17,6 +17,7 @@ from fleetgen_spark.manifests import Layout, read_json, write_json_atomic
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.schedule import OnboardingPlan
 from fleetgen_spark.sink import EventsWriter
+from fleetgen_spark.source import event_spec
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 
@@ -130,7 +131,7 @@ def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSess
     nullable = StructType([StructField(f.name, f.dataType, True) for f in good.schema])
     bad = spark.createDataFrame(bad_rows, nullable)
     batch = good.unionByName(bad)
-    EventsWriter(layout, plan, 7, config.interval_seconds)(batch, 0)
+    EventsWriter(layout, plan, event_spec(config, 7))(batch, 0)
 
     discarded = spark.read.format("delta").load(str(layout.table("discarded_events")))
     reasons = sorted(r["reason"] for r in discarded.collect())
@@ -145,7 +146,7 @@ def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSess
     assert batches.agg(F.sum("event_count")).collect()[0][0] == good.count()
 
     # A replay of the same epoch (as after a crash) writes nothing twice.
-    EventsWriter(layout, plan, 7, config.interval_seconds)(batch, 0)
+    EventsWriter(layout, plan, event_spec(config, 7))(batch, 0)
     assert spark.read.format("delta").load(str(layout.table("driver_events"))).count() == good.count()
     assert spark.read.format("delta").load(str(layout.table("discarded_events"))).count() == 4
     assert spark.read.format("delta").load(str(layout.table("batches"))).count() == 2
