@@ -197,20 +197,18 @@ class EventsWriter:
         if invalid != 0:  # records to discard, or a replay that cannot tell: the txn keeps it once
             bad = checked.filter(F.col("_reason").isNotNull()).drop("_created_at")
             discarded = _write_discards(bad, "events", self.layout.table("discarded_events"), app_id, epoch)
-        rows: list[tuple[Any, ...]] = []
+        if counts is None:  # a replay after a crash: count what the first attempt committed
+            counts = self._counts_in_table(df.sparkSession, batch_ids)
+        rows = self._batch_rows(starts, counts)
         if committed_rows(self.layout.table("batches"), app_id, epoch) is None:
-            if counts is None:
-                counts = self._counts_in_table(df.sparkSession, batch_ids)
-            rows = self._batch_rows(starts, counts)
-            if rows:
-                (
-                    df.sparkSession.createDataFrame(rows, BATCHES_SCHEMA)
-                    .write.format("delta")
-                    .mode("append")
-                    .option("txnAppId", app_id)
-                    .option("txnVersion", epoch)
-                    .save(str(self.layout.table("batches")))
-                )
+            (
+                df.sparkSession.createDataFrame(rows, BATCHES_SCHEMA)
+                .write.format("delta")
+                .mode("append")
+                .option("txnAppId", app_id)
+                .option("txnVersion", epoch)
+                .save(str(self.layout.table("batches")))
+            )
         self._record(epoch, app_id, rows, int((time.monotonic() - began) * 1000), discarded)
 
     def _append_events(
@@ -237,7 +235,7 @@ class EventsWriter:
         return {b: int(seen[b]) for b in batch_ids}, int(seen["_invalid"])
 
     def _counts_in_table(self, spark: SparkSession, batch_ids: list[str]) -> dict[str, int]:
-        """Per-interval rows actually in driver_events (the slow path, when records were discarded)."""
+        """Per-interval rows actually in driver_events (the slow path, only after a crash)."""
         table = spark.read.format("delta").load(str(self.layout.table("driver_events")))
         found = table.filter(F.col("batch_id").isin(*batch_ids)).groupBy("batch_id").count().collect()
         counts = dict.fromkeys(batch_ids, 0)
