@@ -42,3 +42,9 @@ bench: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+cluster-up: install
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
 
@@ -40,18 +41,33 @@ def register(spark: SparkSession) -> None:
     spark.dataSource.register(FleetgenCompaniesDataSource)
 
 
+def _loopback_cluster(master: str | None) -> bool:
+    """Whether ``master`` is a standalone master on this machine's loopback interface."""
+    if not master or not master.startswith("spark://"):
+        return False
+    return urlsplit(master).hostname in ("127.0.0.1", "localhost", "::1")
+
+
 def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf: Any) -> SparkSession:
     """A SparkSession with Delta Lake and both sources; ``master`` defaults to ``local[*]``
     unless spark-submit already set one. Extra ``conf`` keys use dots or underscores
     (``spark_sql_shuffle_partitions=2``)."""
     # Python workers must run this interpreter, or they will not find numpy and pyarrow.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # spark-submit passes spark.pyspark.python on as given; a relative path (spark-defaults.conf)
+    # would be looked up in each executor's scratch directory on a cluster, so anchor it here.
+    if os.sep in os.environ["PYSPARK_PYTHON"]:
+        os.environ["PYSPARK_PYTHON"] = os.path.abspath(os.environ["PYSPARK_PYTHON"])
     builder = SparkSession.builder.appName(app_name)
     if master is not None:
         builder = builder.master(master)
     elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         builder = builder.master("local[*]")
     settings = base_conf()
+    if _loopback_cluster(master):
+        # Executors of a cluster on 127.0.0.1 are on this machine: keep the driver there too,
+        # rather than on the address the host name resolves to (which may not be reachable).
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     settings.update({k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()})
     for key, value in settings.items():
         builder = builder.config(key, value)
