@@ -27,6 +27,10 @@ def base_conf() -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": "4",
+        # Delta rebuilds a table's state to look up txnAppId versions (our exactly-once
+        # appends); its default 50 partitions made every such write take 10-20 s on 2 cores,
+        # 2 partitions about 3 s. The tables here are small; raise it for very large ones.
+        "spark.databricks.delta.snapshotPartitions": "2",
         # A micro-batch with no new interval is cheap; do not spin on the clock.
         "spark.sql.streaming.pollingDelay": "200ms",
     }
