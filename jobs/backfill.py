@@ -1,6 +1,6 @@
 """spark-submit entry point: generate a past range into Delta (`fleetgen backfill`).
 
-    spark-submit --properties-file spark-defaults.conf jobs/backfill.py --config small
+spark-submit --properties-file spark-defaults.conf jobs/backfill.py --config small
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """spark-submit entry point: MERGE the due onboarding ticks into delta/companies (`fleetgen onboard`).
 
-    spark-submit --properties-file spark-defaults.conf jobs/onboard_companies.py --config small
+spark-submit --properties-file spark-defaults.conf jobs/onboard_companies.py --config small
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """spark-submit entry point: the service: both queries and the REST API (`fleetgen run`).
 
-    spark-submit --properties-file spark-defaults.conf jobs/serve.py --config small
+spark-submit --properties-file spark-defaults.conf jobs/serve.py --config small
 """
 
 from __future__ import annotations

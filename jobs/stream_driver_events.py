@@ -1,6 +1,6 @@
 """spark-submit entry point: generate the closed intervals into delta/driver_events (`fleetgen events`).
 
-    spark-submit --properties-file spark-defaults.conf jobs/stream_driver_events.py --config small
+spark-submit --properties-file spark-defaults.conf jobs/stream_driver_events.py --config small
 """
 
 from __future__ import annotations
