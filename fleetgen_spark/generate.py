@@ -8,8 +8,10 @@ block into slices of any size gives the same rows.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +27,7 @@ __all__ = [
     "EventSpec",
     "company_batch",
     "company_ids",
+    "driver_counts",
     "event_batches",
     "uuid_strings",
 ]
@@ -58,8 +61,41 @@ COMPANY_SCHEMA = pa.schema(
 )
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_DASHES = (8, 13, 18, 23)
-_HEX_SLOTS = np.array([i for i in range(36) if i not in _DASHES])
+
+
+def _units(*chars: np.ndarray | int) -> np.ndarray:
+    """Four columns of ASCII codes as one uint32 per row, the characters in memory order."""
+    c = [np.asarray(x, dtype=np.uint32) for x in chars]
+    packed: np.ndarray = np.asarray(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24), dtype=np.uint32)
+    return packed
+
+
+def _hex(keys: np.ndarray, shift: int) -> np.ndarray:
+    digits: np.ndarray = _HEX[(keys >> shift) & 0x0F]
+    return digits
+
+
+# A UUID's 36 characters are nine 4-character units, and each unit is a function of at most
+# 16 of the 128 random bits: one table look-up per unit formats a row (np.take, no per-row
+# slicing). With w0..w7 the big-endian 16-bit words of the 16 octets:
+#   units 0, 1, 6, 7, 8: the hex of w0, w1, w5, w6, w7
+#   unit 2: "-" + hex(w2 >> 4)                       (12 bits)
+#   unit 3: hex(w2 & 0xF) + "-4" + hex(w3 >> 8 & 0xF)  (8 bits; "4" is the version nibble)
+#   unit 4: hex(w3 & 0xFF) + "-" + variant nibble     (10 bits; 8 | the 2 kept bits of octet 8)
+#   unit 5: hex(w4 & 0xFFF) + "-"                     (12 bits)
+_K16, _K12, _K10, _K8 = (np.arange(1 << bits) for bits in (16, 12, 10, 8))
+_DASH, _FOUR, _DIGIT = ord("-"), ord("4"), ord("0")
+_UUID_TABLES = (
+    _units(_hex(_K16, 12), _hex(_K16, 8), _hex(_K16, 4), _hex(_K16, 0)),
+    _units(_DASH, _hex(_K12, 8), _hex(_K12, 4), _hex(_K12, 0)),
+    _units(_hex(_K8, 4), _DASH, _FOUR, _hex(_K8, 0)),
+    _units(_hex(_K10, 6), _hex(_K10, 2), _DASH, _HEX[8 | (_K10 & 3)]),
+    _units(_hex(_K12, 8), _hex(_K12, 4), _hex(_K12, 0), _DASH),
+)
+_UUID_UNITS = np.concatenate(_UUID_TABLES)
+# Where the tables of units 2, 3, 4 and 5 start in _UUID_UNITS.
+_U2, _U3, _U4, _U5 = np.cumsum([t.size for t in _UUID_TABLES])[:4].tolist()
+
 
 _ADJECTIVES = (
     "Swift", "Blue", "Iron", "Summit", "Prairie", "Coastal", "Granite", "Red", "Northern",
@@ -76,22 +112,90 @@ _SUFFIXES = ("Logistics", "Freight", "Transport", "Trucking", "Haulers", "Carrie
 
 def uuid_strings(raw: np.ndarray) -> pa.StringArray:
     """Format 128 random bits per row (uint64 array of shape (n, 2)) as version-4 UUID strings."""
+    return _fixed_width_strings(_uuid_text(raw))
+
+
+def _uuid_text(raw: np.ndarray) -> np.ndarray:
+    """The UUID strings of :func:`uuid_strings` as an (n, 36) uint8 matrix of ASCII."""
     n = int(raw.shape[0])
-    octets = raw.astype(">u8").view(np.uint8).reshape(n, 16).copy()
-    octets[:, 6] = (octets[:, 6] & 0x0F) | 0x40
-    octets[:, 8] = (octets[:, 8] & 0x3F) | 0x80
-    hexed = np.empty((n, 32), dtype=np.uint8)
-    hexed[:, 0::2] = _HEX[octets >> 4]
-    hexed[:, 1::2] = _HEX[octets & 0x0F]
-    text = np.full((n, 36), ord("-"), dtype=np.uint8)
-    text[:, _HEX_SLOTS] = hexed
-    offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
+    # (8, n): word k of every row contiguous, so the index arithmetic runs on contiguous rows.
+    w = np.ascontiguousarray(raw.astype(">u8").view(">u2").reshape(n, 8).T).astype(np.intp)
+    idx = np.empty((9, n), dtype=np.intp)
+    idx[0:2] = w[0:2]
+    idx[6:9] = w[5:8]
+    np.right_shift(w[2], 4, out=idx[2])
+    idx[2] += _U2
+    idx[3] = ((w[2] & 0x0F) << 4) | ((w[3] >> 8) & 0x0F)
+    idx[3] += _U3
+    idx[4] = ((w[3] & 0xFF) << 2) | ((w[4] >> 12) & 0x03)
+    idx[4] += _U4
+    np.bitwise_and(w[4], 0xFFF, out=idx[5])
+    idx[5] += _U5
+    text: np.ndarray = np.take(_UUID_UNITS, idx.T).view(np.uint8)
+    return text
+
+
+def _fixed_width_strings(text: np.ndarray) -> pa.StringArray:
+    """A string array whose row i is the bytes of ``text[i]`` (a C-contiguous uint8 matrix)."""
+    n, width = text.shape
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(text)))
+
+
+# Strings of equal width as an (n, width) ASCII matrix, or a string array when widths differ.
+_Strings: TypeAlias = "np.ndarray | pa.StringArray"
+
+
+def _pick(strings: _Strings, idx: np.ndarray) -> pa.StringArray:
+    """``strings[idx]`` as a string array; numpy gathers fixed-width rows about twice as fast as Arrow's take."""
+    if isinstance(strings, np.ndarray):
+        return _fixed_width_strings(np.take(strings, idx, axis=0))
+    return strings.take(pa.array(idx))
+
+
+def _numbered_strings(heads: np.ndarray, numbers: np.ndarray, width: int) -> _Strings:
+    """Row i: the bytes ``heads[i]`` (or ``heads`` for every row when it is 1-D) then ``numbers[i]``
+    (>= 0) in decimal, zero-padded to ``width``.
+
+    The vectorised form of ``f"{head}{number:0{width}d}"``; a number wider than ``width`` keeps all
+    its digits, as the f-string does.
+    """
+    n, head_width = int(numbers.size), int(heads.shape[-1])
+    digits = np.full(n, width, dtype=np.int64)
+    if n and int(numbers.max()) >= 10**width:
+        powers = 10 ** np.arange(width, 19, dtype=np.int64)
+        digits += np.searchsorted(powers, numbers, side="right")
+    most = int(digits.max()) if n else width
+    text = np.empty((n, head_width + most), dtype=np.uint8)
+    text[:, :head_width] = heads
+    rest = numbers.copy()
+    for col in range(head_width + most - 1, head_width - 1, -1):
+        text[:, col] = _DIGIT + rest % 10
+        rest //= 10
+    if n == 0 or int(digits.min()) == most:
+        return text
+    # Mixed widths: drop each row's surplus leading zeros, keep the rest in row order.
+    keep = np.arange(head_width + most) >= (head_width + most - digits)[:, None]
+    keep[:, :head_width] = True
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(head_width + digits, out=offsets[1:])
+    strings: _Strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text[keep]))
+    return strings
+
+
+def _ascii(text: str) -> np.ndarray:
+    """``text`` as a uint8 vector of its ASCII codes."""
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+
+
+def _company_block_text(seed: int, block: int) -> np.ndarray:
+    """The UUIDs of a block's companies as a (BLOCK_SIZE, 36) uint8 matrix."""
+    raw = bit_generator(seed, "company_ids", block).random_raw(2 * BLOCK_SIZE)
+    return _uuid_text(np.asarray(raw, dtype=np.uint64).reshape(BLOCK_SIZE, 2))
 
 
 def _company_block_ids(seed: int, block: int) -> pa.StringArray:
-    raw = bit_generator(seed, "company_ids", block).random_raw(2 * BLOCK_SIZE)
-    return uuid_strings(np.asarray(raw, dtype=np.uint64).reshape(BLOCK_SIZE, 2))
+    return _fixed_width_strings(_company_block_text(seed, block))
 
 
 def _company_block_names(seed: int, block: int) -> list[str]:
@@ -146,8 +250,69 @@ class EventSpec:
     cumulative_weights: tuple[float, ...]
 
 
-def _constant(value: object, n: int, type_: pa.DataType) -> pa.Array:
-    return pa.array([value], type=type_).take(pa.array(np.zeros(n, dtype=np.int32)))
+def _driver_strings(
+    seed: int, company_text: np.ndarray, first_company: int, drivers: int
+) -> tuple[_Strings, _Strings, _Strings]:
+    """Driver, company and truck ids of every driver of a block, in driver order: ``DRV-{company_id}-{seq:03d}``,
+    the company's UUID and ``TRK-{seed}-{n:04d}``."""
+    n_companies, id_width = company_text.shape
+    heads = np.empty((n_companies, id_width + 5), dtype=np.uint8)
+    heads[:, :4] = _ascii("DRV-")
+    heads[:, 4:-1] = company_text
+    heads[:, -1] = _DASH
+    seq = np.tile(np.arange(drivers, dtype=np.int64), n_companies)
+    driver_ids = _numbered_strings(np.repeat(heads, drivers, axis=0), seq, 3)
+    first_driver = first_company * drivers
+    numbers = np.arange(first_driver, first_driver + n_companies * drivers, dtype=np.int64)
+    truck_ids = _numbered_strings(_ascii(f"TRK-{seed}-"), numbers, 4)
+    return driver_ids, np.repeat(company_text, drivers, axis=0), truck_ids
+
+
+class _BlockStrings:
+    """A memo of :func:`_driver_strings` per (seed, block, companies, drivers), least recently used
+    out first once it holds ``budget`` bytes.
+
+    A block's drivers are the same in every interval, so a micro-batch of many intervals formats
+    them once instead of once per interval. A memo of a pure function: the rows stay the same.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0
+        self._entries: OrderedDict[tuple[int, int, int, int], tuple[_Strings, _Strings, _Strings]] = OrderedDict()
+
+    def get(self, seed: int, block: int, n_companies: int, drivers: int) -> tuple[_Strings, _Strings, _Strings]:
+        key = (seed, block, n_companies, drivers)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        company_text = _company_block_text(seed, block)[:n_companies]
+        made = _driver_strings(seed, company_text, block * BLOCK_SIZE, drivers)
+        self._entries[key] = made
+        self.held += sum(int(s.nbytes) for s in made)
+        while self.held > self.budget and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.held -= sum(int(s.nbytes) for s in dropped)
+        return made
+
+
+# 32 MiB holds the drivers of about 350 blocks of 20 drivers per company (35,000 companies).
+_BLOCK_STRINGS = _BlockStrings(32 << 20)
+
+
+def _repeated_string(value: str, n: int) -> pa.StringArray:
+    return _fixed_width_strings(np.tile(_ascii(value), (n, 1)))
+
+
+def _repeated_timestamp(value_us: int, n: int) -> pa.TimestampArray:
+    return pa.array(np.full(n, value_us, dtype=np.int64), type=_TS)
+
+
+def driver_counts(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray:
+    """Events per driver of a block in an interval: the counts stream, drawn first and alone."""
+    rng = generator(spec.seed, "event_counts", interval_start_s, block)
+    return rng.poisson(spec.event_rate_per_driver, n_companies * spec.drivers_per_company)
 
 
 def event_batches(
@@ -160,9 +325,7 @@ def event_batches(
     """
     drivers = spec.drivers_per_company
     n_drivers = n_companies * drivers
-    counts = generator(spec.seed, "event_counts", interval_start_s, block).poisson(
-        spec.event_rate_per_driver, n_drivers
-    )
+    counts = driver_counts(spec, interval_start_s, block, n_companies)
     ends = np.cumsum(counts)
     if n_drivers == 0 or ends[-1] == 0:
         return
@@ -170,15 +333,7 @@ def event_batches(
     types = generator(spec.seed, "event_types", interval_start_s, block)
     ids = bit_generator(spec.seed, "event_ids", interval_start_s, block)
 
-    first_company = block * BLOCK_SIZE
-    company_strings = company_ids(spec.seed, first_company, n_companies)
-    driver_strings = pa.array(
-        [f"DRV-{cid}-{seq:03d}" for cid in company_strings.to_pylist() for seq in range(drivers)], type=pa.string()
-    )
-    truck_strings = pa.array(
-        [f"TRK-{spec.seed}-{n:04d}" for n in range(first_company * drivers, (first_company + n_companies) * drivers)],
-        type=pa.string(),
-    )
+    driver_ids, company_ids_, truck_ids = _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers)
     type_strings = pa.array(list(EVENT_TYPES), type=pa.string())
     cumulative = np.asarray(spec.cumulative_weights)
     span_us = spec.interval_s * 1_000_000
@@ -193,22 +348,21 @@ def event_batches(
         lo_driver, lo = lo, hi
         if n == 0:
             continue
-        driver_idx = np.repeat(np.arange(lo_driver, hi, dtype=np.int64), counts[lo_driver:hi])
+        driver_idx = np.repeat(np.arange(lo_driver, hi, dtype=np.intp), counts[lo_driver:hi])
         offsets_us = np.minimum((times.random(n) * span_us).astype(np.int64), span_us - 1)
         type_idx = np.minimum(np.searchsorted(cumulative, types.random(n), side="right"), len(EVENT_TYPES) - 1)
         raw_ids = np.asarray(ids.random_raw(2 * n), dtype=np.uint64).reshape(n, 2)
-        driver_take = pa.array(driver_idx)
         yield pa.RecordBatch.from_arrays(
             [
                 uuid_strings(raw_ids),
-                driver_strings.take(driver_take),
-                company_strings.take(pa.array(driver_idx // drivers)),
-                truck_strings.take(driver_take),
+                _pick(driver_ids, driver_idx),
+                _pick(company_ids_, driver_idx),
+                _pick(truck_ids, driver_idx),
                 type_strings.take(pa.array(type_idx)),
                 pa.array(start_us + offsets_us, type=_TS),
-                _constant(batch, n, pa.string()),
-                _constant(start_us, n, _TS),
-                _constant(start_us + span_us, n, _TS),
+                _repeated_string(batch, n),
+                _repeated_timestamp(start_us, n),
+                _repeated_timestamp(start_us + span_us, n),
             ],
             schema=EVENT_SCHEMA,
         )

@@ -33,6 +33,9 @@ def base_conf() -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": "2",
         # A micro-batch with no new interval is cheap; do not spin on the clock.
         "spark.sql.streaming.pollingDelay": "200ms",
+        # driver_events is partitioned by event date: a writer per date (a micro-batch spans one
+        # or two) instead of sorting every row by date first. Measured ~1 us/row less CPU.
+        "spark.sql.maxConcurrentOutputFileWriters": "2",
     }
 
 

@@ -1,0 +1,255 @@
+"""RESULTS.md, generated from results/*.json and the hand-written NOTES.md (never typed by hand)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import BENCH_DIR, read_json
+
+__all__ = ["Target", "render_results", "targets"]
+
+NOTES = BENCH_DIR / "NOTES.md"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One goal: ``measured`` against ``wanted``, where higher is better unless ``below``."""
+
+    name: str
+    wanted: float
+    measured: float | None
+    unit: str
+    below: bool = False
+
+    @property
+    def holds(self) -> bool | None:
+        if self.measured is None:
+            return None
+        return self.measured < self.wanted if self.below else self.measured >= self.wanted
+
+    def verdict(self) -> str:
+        if self.holds is None:
+            return "not measured"
+        if self.holds:
+            return "**pass**"
+        # By how much: the shortfall relative to the goal.
+        measured = self.measured or 0.0
+        gap = (measured / self.wanted - 1) if self.below else (1 - measured / self.wanted)
+        return f"**miss** by {gap:.0%}"
+
+    def row(self) -> str:
+        sign = "<" if self.below else ">="
+        shown = "n/a" if self.measured is None else f"{self.measured:,.2f}{self.unit}"
+        return f"| {self.name} | {sign} {self.wanted:g}{self.unit} | {shown} | {self.verdict()} |"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "wanted": self.wanted, "measured": self.measured, "holds": self.holds}
+
+
+def _rate(throughput: dict[str, Any] | None, sink: str, generator: str) -> float | None:
+    if not throughput:
+        return None
+    m = throughput.get("results", {}).get(sink, {}).get(generator, {})
+    value = m.get("rows_per_s")
+    return float(value) if value else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def targets(throughput: dict[str, Any] | None, latency: dict[str, Any] | None) -> list[Target]:
+    """The issue's targets, measured from the two JSON files (None where not measured)."""
+    noop = _ratio(_rate(throughput, "noop", "fleetgen"), _rate(throughput, "noop", "cached-batch"))
+    noop_streams = _ratio(_rate(throughput, "noop", "fleetgen"), _rate(throughput, "noop", "cached-batch-stream"))
+    noop_batches = _ratio(_rate(throughput, "noop", "fleetgen-batch"), _rate(throughput, "noop", "cached-batch"))
+    delta = _ratio(_rate(throughput, "delta", "fleetgen"), _rate(throughput, "delta", "dbldatagen"))
+    speedup = (throughput or {}).get("scaling", {}).get("speedup")
+    live = (latency or {}).get("live", {})
+    memory = (latency or {}).get("memory", {})
+    return [
+        Target("noop: fleetgen (stream) ÷ cached-batch ceiling (batch read)", 0.9, noop, "x"),
+        Target("noop, like for like: fleetgen stream ÷ cached-batch stream", 0.9, noop_streams, "x"),
+        Target("noop, like for like: fleetgen batch read ÷ cached-batch batch read", 0.9, noop_batches, "x"),
+        Target("Delta: fleetgen pipeline ÷ dbldatagen append", 1.0, delta, "x"),
+        Target("Delta stretch: fleetgen pipeline ÷ dbldatagen append", 1.2, delta, "x"),
+        Target("live median trigger, base", 1.0, live.get("base", {}).get("median_s"), " s", below=True),
+        Target("live median trigger, scaling", 3.0, live.get("scaling", {}).get("median_s"), " s", below=True),
+        Target("scaling: local[2] ÷ local[1]", 1.7, speedup, "x"),
+        Target(
+            "memory: Python worker peak RSS, 10M-event interval",
+            512.0,
+            memory.get("python_worker_rss_peak_mb"),
+            " MB",
+            below=True,
+        ),
+        Target(
+            "memory: 10M-event interval completes with a 2 GB driver (1 = yes)",
+            1.0,
+            None if not memory else float(bool(memory.get("completed"))),
+            "",
+        ),
+    ]
+
+
+def _machine(*sources: dict[str, Any] | None) -> list[str]:
+    lines = ["## Machine", ""]
+    seen = [s["machine"] for s in sources if s and "machine" in s]
+    if not seen:
+        return [*lines, "Not measured yet.", ""]
+    m = seen[0]
+    lines += [
+        f"- {m['nproc']} cores ({m['cpu_model']}), {m['memory_gb']} GB memory",
+        f"- Python {m['python']}, {m['java']}, PySpark {m['pyspark']}, numpy {m['numpy']}, pyarrow {m['pyarrow']}",
+    ]
+    for name, s in zip(("throughput", "latency"), sources, strict=True):
+        if s and "machine" in s:
+            mm = s["machine"]
+            load = ", ".join(str(x) for x in mm.get("load_average_at_start", []))
+            lines.append(f"- {name} run: {mm['date']}, load average at start {load}, took {s.get('wall_s', '?')} s")
+    lines += [
+        "",
+        "Other work shared these cores while the benchmarks ran (see the load averages), so the",
+        "absolute numbers are noisy; the runs of the generators are interleaved so that the ratios hold up better.",
+        "",
+    ]
+    return lines
+
+
+def _throughput(data: dict[str, Any] | None) -> list[str]:
+    if not data:
+        return ["## Throughput", "", "Not measured yet: run `benchmarks/bench_throughput.py`.", ""]
+    wl = data["workload"]
+    lines = [
+        "## Throughput",
+        "",
+        f"{wl['rows']:,} rows of fleetgen's event schema per run ({wl['companies']:,} companies x "
+        f"{wl['drivers_per_company']} drivers x {wl['event_rate_per_driver']:g} events x {wl['intervals']} intervals), "
+        f"local[2], {wl['partitions']} partitions, median of {wl['runs']} run(s) after a warm-up.",
+        "fleetgen is a stream (Trigger.AvailableNow, speedup=max, all intervals in one micro-batch); into Delta",
+        "it runs through the real Pipeline (companies MERGE, then events validated, appended partitioned by",
+        "event_date, batches table, manifest). The others are batch DataFrames; into Delta a plain append.",
+        "",
+        "| generator | sink | rows/s | fleetgen ÷ this | CPU µs/row | driver JVM peak RSS | Python peak RSS |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for sink, by_gen in data["results"].items():
+        base = by_gen.get("fleetgen", {}).get("rows_per_s")
+        for generator, m in by_gen.items():
+            if "error" in m:
+                lines.append(f"| {generator} | {sink} | n/a | | | | {m['error'][:80]} |")
+                continue
+            ratio = f"{base / m['rows_per_s']:.2f}x" if base and m["rows_per_s"] else ""
+            py = f"{m['python_worker_rss_peak_mb']:.0f} MB" if m["python_workers_seen"] else "-"
+            cpu = f"{m['cpu_us_per_row']:.2f}" if "cpu_us_per_row" in m else ""
+            jvm = f"{m['jvm_rss_peak_mb']:.0f} MB"
+            lines.append(f"| {generator} | {sink} | {m['rows_per_s']:,} | {ratio} | {cpu} | {jvm} | {py} |")
+    fleet_delta = data["results"].get("delta", {}).get("fleetgen", {})
+    if "events_query_s" in fleet_delta and fleet_delta.get("pipeline_s"):
+        lines += [
+            "",
+            f"fleetgen into Delta: the whole `run_available_now()` took {fleet_delta['pipeline_s']:.1f} s (median), "
+            f"of which the events query {fleet_delta['events_query_s']:.1f} s "
+            f"({fleet_delta['rows'] / fleet_delta['events_query_s']:,.0f} rows/s); the rest is the companies MERGE "
+            "and query start-up.",
+        ]
+    lines += [
+        "",
+        "fleetgen-batch is fleetgen read with `spark.read` and cached-batch-stream the ceiling read as a stream:",
+        "together they tell the cost of generating from the fixed cost of starting a streaming query.",
+        "CPU µs/row is the CPU time of the driver JVM and every process under it (Python workers, the",
+        "stream's Python runner) plus the benchmark's own, per row: less sensitive than rows/s to other",
+        "work on the machine. Peak RSS is the kernel's VmHWM, reset before each run: the driver JVM (also",
+        "the executor in local mode) and the largest Python process under it (workers, planners, runners).",
+        "",
+    ]
+    lines += _scaling(data.get("scaling", {}))
+    return lines
+
+
+def _scaling(s: dict[str, Any]) -> list[str]:
+    lines = ["### Scaling: local[1] versus local[2]", ""]
+    if s.get("skipped") or not s:
+        return [*lines, "Skipped.", ""]
+    lines += ["| master | rows/s |", "|---|---:|"]
+    for master in ("local[1]", "local[2]"):
+        m = s.get(master, {})
+        lines.append(f"| {master} | {m['rows_per_s']:,} |" if "rows_per_s" in m else f"| {master} | {m.get('error')} |")
+    if "speedup" in s:
+        lines += ["", f"fleetgen into noop, {s['rows_asked']:,} rows, one process per master: **{s['speedup']:.2f}x**."]
+    return [*lines, ""]
+
+
+def _latency(data: dict[str, Any] | None) -> list[str]:
+    if not data:
+        return ["## Live latency and memory", "", "Not measured yet: run `benchmarks/bench_latency.py`.", ""]
+    lines = [
+        "## Live latency",
+        "",
+        "Per-interval trigger duration (durationMs.triggerExecution) through the Pipeline into Delta,",
+        "speedup=max with maxIntervalsPerTrigger=1, one micro-batch per interval, the first one skipped.",
+        "",
+        "| preset | events per interval | intervals | median | p95 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for preset, m in data.get("live", {}).items():
+        if "error" in m:
+            lines.append(f"| {preset} | | | {m['error'][:80]} | | |")
+            continue
+        lines.append(
+            f"| {preset} | {m['events_per_interval']:,.0f} | {m['intervals']} | {m['median_s']:.2f} s | "
+            f"{m['p95_s']:.2f} s | {m['max_s']:.2f} s |"
+        )
+    mem = data.get("memory", {})
+    lines += ["", "## Memory check", ""]
+    if mem:
+        lines += [
+            f"One interval of {mem.get('events', 0):,} events ({mem.get('companies', 0):,} companies x "
+            f"{mem.get('drivers_per_company')} drivers x {mem.get('event_rate_per_driver')} events) into noop, "
+            f"`spark.driver.memory={mem.get('driver_memory')}`, its own process:",
+            "",
+            f"- completed: {'yes' if mem.get('completed') else 'no'}"
+            + (f" in {mem['seconds']:.1f} s" if mem.get("seconds") else "")
+            + (f" ({mem['error']})" if mem.get("error") else ""),
+            f"- Python worker peak RSS: {mem.get('python_worker_rss_peak_mb', 0):.0f} MB",
+            f"- driver JVM: peak heap used {mem.get('jvm_heap_peak_mb', 0):.0f} MB of "
+            f"{mem.get('jvm_heap_max_mb', 0):.0f} MB, peak RSS {mem.get('jvm_rss_peak_mb', 0):.0f} MB",
+            "",
+        ]
+    return lines
+
+
+def render_results(out_dir: Path, md_path: Path) -> Path:
+    """Write ``md_path`` from ``out_dir``/throughput.json, latency.json and NOTES.md."""
+    throughput = read_json(out_dir / "throughput.json")
+    latency = read_json(out_dir / "latency.json")
+    goals = targets(throughput, latency)
+    lines = [
+        "# fleetgen-spark benchmarks",
+        "",
+        "Generated by `benchmarks/bench_throughput.py` and `benchmarks/bench_latency.py` (`make bench`);",
+        "do not edit: the section on what was tried comes from `benchmarks/NOTES.md`.",
+        "",
+        *_machine(throughput, latency),
+        "## Targets",
+        "",
+        "| target | wanted | measured | result |",
+        "|---|---|---:|---|",
+        *(t.row() for t in goals),
+        "",
+        *_throughput(throughput),
+        *_latency(latency),
+        "## What was tried",
+        "",
+    ]
+    notes = NOTES.read_text(encoding="utf-8").strip() if NOTES.is_file() else "(benchmarks/NOTES.md is missing)"
+    # NOTES.md has its own title; demote its headings below this section's.
+    for line in notes.splitlines():
+        if line.startswith("# "):
+            continue
+        lines.append("#" + line if line.startswith("##") else line)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return md_path
