@@ -27,9 +27,9 @@ def base_conf() -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": "4",
-        # Delta rebuilds a table's state to look up txnAppId versions (our exactly-once
-        # appends); its default 50 partitions made every such write take 10-20 s on 2 cores,
-        # 2 partitions about 3 s. The tables here are small; raise it for very large ones.
+        # Delta rebuilds a table's state (MERGE into companies, reads, checkpoints) with this
+        # many partitions; its default 50 made each rebuild take seconds on 2 cores (a txnAppId
+        # append 10-20 s, 2 partitions about 3 s). The tables are small; raise it for huge ones.
         "spark.databricks.delta.snapshotPartitions": "2",
         # A micro-batch with no new interval is cheap; do not spin on the clock.
         "spark.sql.streaming.pollingDelay": "200ms",

@@ -2,8 +2,8 @@
 
 Both writers run inside ``foreachBatch``. Spark replays a micro-batch after a crash with
 the same epoch id and offsets, and the source makes the same rows from the same offsets,
-so an append tagged with Delta's ``txnAppId``/``txnVersion`` is skipped the second time
-and a MERGE on ``company_id`` inserts nothing twice.
+so an append finds its own commit the second time and writes nothing (``appends``), and a
+MERGE on ``company_id`` inserts nothing twice.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
+from fleetgen_spark.appends import append_once
 from fleetgen_spark.clock import batch_id, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import EVENT_TYPES
 from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
@@ -29,7 +30,7 @@ from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, update_json, utc_now_iso, write_json_atomic
 from fleetgen_spark.schedule import OnboardingPlan
 
-__all__ = ["BATCHES_SCHEMA", "CompaniesWriter", "EventsWriter", "committed_rows", "epoch_range", "query_id"]
+__all__ = ["BATCHES_SCHEMA", "CompaniesWriter", "EventsWriter", "epoch_range", "query_id"]
 
 _log = get_logger("sink")
 T = TypeVar("T")
@@ -64,27 +65,9 @@ DISCARDED_SCHEMA = StructType(
 )
 
 
-def committed_rows(table: Path, app_id: str, version: int, lookback: int = 5) -> int | None:
-    """Rows written by the commit tagged ``(app_id, version)``, if it is among the newest commits.
-
-    Each fleetgen table has one writer, so a replayed micro-batch finds its own commit at the
-    top of the log. None means "not committed" (Delta's txn check still guards the write).
-    """
-    log = table / "_delta_log"
-    if not log.is_dir():
-        return None
-    for commit in sorted(log.glob("*.json"), reverse=True)[:lookback]:
-        actions = [json.loads(line) for line in commit.read_text(encoding="utf-8").splitlines() if line.strip()]
-        txns = [a["txn"] for a in actions if "txn" in a]
-        if any(t["appId"] == app_id and int(t["version"]) == version for t in txns):
-            info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
-            return int(info.get("operationMetrics", {}).get("numOutputRows", 0))
-    return None
-
-
 def _observed(observation: Observation, timeout_s: float = 10.0) -> dict[str, Any] | None:
-    """An Observation's metrics, or None when the observed plan never ran (Observation.get
-    would block forever then: a write that Delta skips as already committed runs no plan)."""
+    """An Observation's metrics, or None when the observed plan did not report in time
+    (Observation.get would block forever on a plan that never ran)."""
     deadline = time.monotonic() + timeout_s
     handle = observation._jo  # the JVM Observation: its future is the only non-blocking view
     if handle is None:
@@ -133,6 +116,9 @@ _CONFLICTS = (
     "DELTA_METADATA_CHANGED",
     "ConcurrentAppend",
     "already exists",
+    # A table being created by another writer: its directory exists before its first commit.
+    "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
+    "DELTA_TABLE_NOT_FOUND",
 )
 
 
@@ -161,9 +147,9 @@ def _write_discards(df: DataFrame, source: str, path: Path, app_id: str, epoch: 
     ).collect()
     if not rows:
         return 0
-    spark = df.sparkSession
-    out = spark.createDataFrame(rows, DISCARDED_SCHEMA)
-    out.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", epoch).save(str(path))
+    out = df.sparkSession.createDataFrame(rows, DISCARDED_SCHEMA)
+    # Both queries may create the table at the same moment: the loser retries and finds it.
+    _retry(lambda: append_once(out, path, app_id, epoch), f"append {source} discards")
     for row in rows:
         log_event(_log, "record discarded", source=source, reason=row["reason"], record=row["record"])
     return len(rows)
@@ -200,24 +186,17 @@ class EventsWriter:
         invalid: int | None = None
         if not any(self.plan.onboarded_before(s) for s in starts):
             counts, invalid = dict.fromkeys(batch_ids, 0), 0  # nobody eligible yet: nothing to append
-        elif committed_rows(self.layout.table("driver_events"), app_id, epoch) is None:
+        else:
             counts, invalid = self._append_events(checked, batch_ids, app_id, epoch)
         discarded = 0
-        if invalid != 0:  # records to discard, or a replay that cannot tell: the txn keeps it once
+        if invalid != 0:  # records to discard, or a replay that cannot tell: append_once keeps it once
             bad = checked.filter(F.col("_reason").isNotNull()).drop("_created_at")
             discarded = _write_discards(bad, "events", self.layout.table("discarded_events"), app_id, epoch)
         if counts is None:  # a replay after a crash: count what the first attempt committed
             counts = self._counts_in_table(df.sparkSession, batch_ids)
         rows = self._batch_rows(starts, counts)
-        if committed_rows(self.layout.table("batches"), app_id, epoch) is None:
-            (
-                df.sparkSession.createDataFrame(rows, BATCHES_SCHEMA)
-                .write.format("delta")
-                .mode("append")
-                .option("txnAppId", app_id)
-                .option("txnVersion", epoch)
-                .save(str(self.layout.table("batches")))
-            )
+        batches = df.sparkSession.createDataFrame(rows, BATCHES_SCHEMA)
+        append_once(batches, self.layout.table("batches"), app_id, epoch)
         self._record(epoch, app_id, rows, int((time.monotonic() - began) * 1000), discarded)
 
     def _append_events(
@@ -228,19 +207,17 @@ class EventsWriter:
         observation = Observation(f"fleetgen-{app_id}-{epoch}")
         metrics = [F.count_if(valid & (F.col("batch_id") == b)).alias(b) for b in batch_ids]
         observed = checked.observe(observation, F.count_if(~valid).alias("_invalid"), *metrics)
-        (
-            observed.filter(valid)
-            .select(*EVENT_SCHEMA.names, F.to_date("timestamp").alias("event_date"))
-            .write.format("delta")
-            .mode("append")
-            .partitionBy("event_date")
-            .option("delta.dataSkippingStatsColumns", EVENT_STATS_COLUMNS)  # applied when the table is created
-            .option("txnAppId", app_id)
-            .option("txnVersion", epoch)
-            .save(str(self.layout.table("driver_events")))
+        wrote = append_once(
+            observed.filter(valid).select(*EVENT_SCHEMA.names, F.to_date("timestamp").alias("event_date")),
+            self.layout.table("driver_events"),
+            app_id,
+            epoch,
+            partition_by="event_date",
+            # applied when the table is created
+            **{"delta.dataSkippingStatsColumns": EVENT_STATS_COLUMNS},
         )
-        seen = _observed(observation)
-        if seen is None:  # Delta skipped the write (already committed): count from the table instead
+        seen = _observed(observation) if wrote else None
+        if seen is None:  # a replay of a committed epoch, or no metrics row: count from the table
             return None, None
         return {b: int(seen[b]) for b in batch_ids}, int(seen["_invalid"])
 
@@ -374,17 +351,13 @@ class CompaniesWriter:
         try:
             good = checked.filter(F.col("_reason").isNull()).drop("_reason")
             path = str(self.layout.table("companies"))
-            _retry(
-                lambda: DeltaTable.createIfNotExists(spark).location(path).addColumns(good.schema).execute(),
-                "create companies",
-            )
-            merge = (
-                DeltaTable.forPath(spark, path)
-                .alias("t")
-                .merge(good.alias("s"), "t.company_id = s.company_id")
-                .whenNotMatchedInsertAll()
-            )
-            _retry(merge.execute, "merge companies")
+
+            def merge() -> None:
+                DeltaTable.createIfNotExists(spark).location(path).addColumns(good.schema).execute()
+                target = DeltaTable.forPath(spark, path).alias("t")
+                target.merge(good.alias("s"), "t.company_id = s.company_id").whenNotMatchedInsertAll().execute()
+
+            _retry(merge, "merge companies")
             latest = good.agg(F.max("created_at").alias("m"), F.count("*").alias("n")).collect()[0]
             discarded = _write_discards(
                 checked.filter(F.col("_reason").isNotNull()),

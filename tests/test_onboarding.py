@@ -78,7 +78,7 @@ def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Pa
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, [str(e)[:1000] for e in errors]
     table = spark.read.format("delta").load(str(layout.table("companies")))
     assert table.count() == 5 and table.select("company_id").distinct().count() == 5
 
