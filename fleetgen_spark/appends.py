@@ -29,7 +29,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-__all__ = ["Commit", "append_once", "find_commit", "marker"]
+__all__ = ["Commit", "append_once", "find_commit", "has_commits", "marker"]
 
 # A commit file: 20 digits and ".json" (checksums, checkpoints and compactions are other names).
 _COMMIT_FILE = re.compile(r"^\d{20}\.json$")
@@ -56,6 +56,12 @@ def _commit_info(path: Path) -> dict[str, Any]:
             if "commitInfo" in action:
                 return dict(action["commitInfo"])
     return {}
+
+
+def has_commits(table: Path) -> bool:
+    """Whether ``table`` is a Delta table with at least one commit."""
+    log = table / "_delta_log"
+    return log.is_dir() and any(_COMMIT_FILE.match(p.name) for p in log.iterdir())
 
 
 def find_commit(table: Path, app_id: str, epoch: int) -> Commit | None:

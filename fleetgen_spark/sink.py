@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
-from fleetgen_spark.appends import append_once
+from fleetgen_spark.appends import append_once, has_commits
 from fleetgen_spark.clock import batch_id, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import EVENT_TYPES
 from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
@@ -119,6 +119,7 @@ _CONFLICTS = (
     # A table being created by another writer: its directory exists before its first commit.
     "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
     "DELTA_TABLE_NOT_FOUND",
+    "DELTA_PATH_EXISTS",  # created by another writer since we looked
 )
 
 
@@ -363,10 +364,16 @@ class CompaniesWriter:
         checked = df.withColumn("_reason", reason).persist()
         try:
             good = checked.filter(F.col("_reason").isNull()).drop("_reason")
-            path = str(self.layout.table("companies"))
+            table = self.layout.table("companies")
+            path = str(table)
 
             def merge() -> None:
-                DeltaTable.createIfNotExists(spark).location(path).addColumns(good.schema).execute()
+                if not has_commits(table):
+                    # A new table: create it with this batch (1.5-2 s less than creating it and
+                    # MERGEing into it). "errorifexists" fails if a racing writer created it first;
+                    # the retry then MERGEs, so nothing is inserted twice either way.
+                    good.write.format("delta").mode("errorifexists").save(path)
+                    return
                 target = DeltaTable.forPath(spark, path).alias("t")
                 target.merge(good.alias("s"), "t.company_id = s.company_id").whenNotMatchedInsertAll().execute()
 

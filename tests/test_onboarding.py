@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from fleetgen_spark import ConfigError, load_config
+from fleetgen_spark import ConfigError, load_config, sink
 from fleetgen_spark.dataset import ensure_dataset, load_segments
 from fleetgen_spark.manifests import Layout, read_json
 from fleetgen_spark.pipeline import Pipeline
@@ -81,6 +81,35 @@ def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Pa
     assert not errors, [str(e)[:1000] for e in errors]
     table = spark.read.format("delta").load(str(layout.table("companies")))
     assert table.count() == 5 and table.select("company_id").distinct().count() == 5
+
+
+def test_a_table_created_by_a_racer_after_our_look_is_merged_into(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new-table shortcut (create by append) loses a race cleanly: the retry MERGEs."""
+    layout = Layout(tmp_path)
+    batch = (
+        spark.read.format("fleetgen_companies")
+        .options(config="small", start="2025-11-08T00:00:00Z", end="2025-11-08T01:00:00Z")
+        .load()
+    )
+    rows = batch.collect()
+    table = layout.table("companies")
+    spark.createDataFrame(rows[:2], batch.schema).write.format("delta").save(str(table))  # the racer's table
+    looks: list[bool] = []
+
+    def stale_look(path: Path) -> bool:
+        looks.append(True)
+        return len(looks) > 1  # the first look saw no table; the racer committed right after
+
+    monkeypatch.setattr(sink, "has_commits", stale_look)
+    checkpoint = layout.checkpoint("companies")
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "metadata").write_text('{"id":"q"}')
+    CompaniesWriter(layout)(spark.createDataFrame(rows, batch.schema), 0)
+    assert len(looks) == 2  # tried to create, was refused, retried as a MERGE
+    got = spark.read.format("delta").load(str(table))
+    assert got.count() == len(rows) == got.select("company_id").distinct().count()
 
 
 def test_schema_violations_are_discarded(spark: SparkSession, tmp_path: Path) -> None:
