@@ -78,7 +78,7 @@ def find_commit(table: Path, app_id: str, epoch: int) -> Commit | None:
     for path in commits:
         info = _commit_info(path)
         tag = info.get("userMetadata") or ""
-        if not tag.startswith(prefix):
+        if not tag.startswith(prefix) or not tag[len(prefix) :].isdigit():
             continue
         found = int(tag[len(prefix) :])
         if found == epoch:

@@ -42,6 +42,8 @@ def test_other_writers_commits_are_passed_over(spark: SparkSession, tmp_path: Pa
     assert find_commit(table, "other", 0) is not None
     assert find_commit(table, "app", 1) is None  # our newest commit is epoch 0: epoch 1 is new
     assert find_commit(table, "app-2", 0) is None  # a prefix of another id is not ours
+    _rows(spark, 1).write.format("delta").mode("append").option("userMetadata", "app/notes").save(str(table))
+    assert find_commit(table, "app", 0) is not None  # a user's tag that merely starts like ours
 
 
 def test_scan_stops_at_an_older_epoch_of_the_same_query(spark: SparkSession, tmp_path: Path) -> None:

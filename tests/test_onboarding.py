@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 
 from fleetgen_spark import ConfigError, load_config, sink
 from fleetgen_spark.dataset import ensure_dataset, load_segments
@@ -54,14 +54,19 @@ def test_same_seed_same_ids_and_rerun_adds_nothing(spark: SparkSession, tmp_path
     assert again.count() == 5
 
 
-def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+def _first_hour(spark: SparkSession) -> tuple[DataFrame, list[Row]]:
+    """The small preset's companies of its first hour, as a batch read and as rows."""
     batch = (
         spark.read.format("fleetgen_companies")
         .options(config="small", start="2025-11-08T00:00:00Z", end="2025-11-08T01:00:00Z")
         .load()
     )
-    rows = batch.collect()
+    return batch, batch.collect()
+
+
+def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    batch, rows = _first_hour(spark)
     errors: list[BaseException] = []
 
     def run(query: str) -> None:
@@ -88,12 +93,7 @@ def test_a_table_created_by_a_racer_after_our_look_is_merged_into(
 ) -> None:
     """The new-table shortcut (create by append) loses a race cleanly: the retry MERGEs."""
     layout = Layout(tmp_path)
-    batch = (
-        spark.read.format("fleetgen_companies")
-        .options(config="small", start="2025-11-08T00:00:00Z", end="2025-11-08T01:00:00Z")
-        .load()
-    )
-    rows = batch.collect()
+    batch, rows = _first_hour(spark)
     table = layout.table("companies")
     spark.createDataFrame(rows[:2], batch.schema).write.format("delta").save(str(table))  # the racer's table
     looks: list[bool] = []
