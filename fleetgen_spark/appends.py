@@ -58,10 +58,17 @@ def _commit_info(path: Path) -> dict[str, Any]:
     return {}
 
 
+def _commit_files(table: Path) -> list[Path]:
+    """The commit files of ``table``'s Delta log, newest first (none when it has no log)."""
+    log = table / "_delta_log"
+    if not log.is_dir():
+        return []
+    return sorted((p for p in log.iterdir() if _COMMIT_FILE.match(p.name)), reverse=True)
+
+
 def has_commits(table: Path) -> bool:
     """Whether ``table`` is a Delta table with at least one commit."""
-    log = table / "_delta_log"
-    return log.is_dir() and any(_COMMIT_FILE.match(p.name) for p in log.iterdir())
+    return bool(_commit_files(table))
 
 
 def find_commit(table: Path, app_id: str, epoch: int) -> Commit | None:
@@ -70,12 +77,8 @@ def find_commit(table: Path, app_id: str, epoch: int) -> Commit | None:
     Commits are read newest first; commits of other writers (OPTIMIZE, a user's own writes,
     the other fleetgen query of a shared table) are passed over.
     """
-    log = table / "_delta_log"
-    if not log.is_dir():
-        return None
     prefix = f"{app_id}/"
-    commits = sorted((p for p in log.iterdir() if _COMMIT_FILE.match(p.name)), reverse=True)
-    for path in commits:
+    for path in _commit_files(table):
         info = _commit_info(path)
         tag = info.get("userMetadata") or ""
         if not tag.startswith(prefix) or not tag[len(prefix) :].isdigit():
