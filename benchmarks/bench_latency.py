@@ -28,12 +28,13 @@ from typing import Any
 from harness import (
     DEFAULT_OUT,
     ProcessSampler,
+    error_line,
     jvm_heap_peak_mb,
     jvm_pid,
     machine_info,
     median,
     reset_jvm_heap_peak,
-    run_python,
+    run_worker,
     write_json,
 )
 from pyspark.sql import SparkSession
@@ -146,7 +147,7 @@ def memory_worker(quick: bool) -> dict[str, Any]:
             interval_trigger_s=round(max(float(p.durationMs.get("triggerExecution", 0)) for p in progress) / 1000, 1),
         )
     except Exception as err:  # an OutOfMemoryError surfaces as a Py4J/streaming error: record it, fail the check
-        out.update(completed=False, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+        out.update(completed=False, error=error_line(err, 300))
     got = peaks()
     out.update(got.as_dict())
     out["jvm_heap_peak_mb"] = round(jvm_heap_peak_mb(spark), 1)
@@ -157,12 +158,9 @@ def memory_worker(quick: bool) -> dict[str, Any]:
 
 def memory_check(quick: bool, timeout: float) -> dict[str, Any]:
     print(f"memory: one interval of {'100,000 (quick)' if quick else '10,000,000'} events into noop (subprocess)")
-    done = run_python([str(Path(__file__)), "--memory-worker", *(["--quick"] if quick else [])], timeout=timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return {"completed": False, "passed": False, "error": tail, "driver_memory": DRIVER_MEMORY}
-    result: dict[str, Any] = json.loads(lines[-1])
+    result, error = run_worker([str(Path(__file__)), "--memory-worker", *(["--quick"] if quick else [])], timeout)
+    if result is None:
+        return {"completed": False, "passed": False, "error": error, "driver_memory": DRIVER_MEMORY}
     return result
 
 
@@ -201,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 live[preset] = live_latency(spark, preset, args.intervals, overrides[preset])
             except Exception as err:  # record the failure, measure the rest
-                live[preset] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+                live[preset] = {"error": error_line(err)}
             m = live[preset]
             if "error" in m:
                 print(f"  {preset}: failed: {m['error']}", flush=True)

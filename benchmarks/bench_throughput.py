@@ -37,12 +37,13 @@ from harness import (
     Peaks,
     ProcessSampler,
     cpu_seconds,
+    error_line,
     jvm_heap_peak_mb,
     jvm_pid,
     machine_info,
     median,
     reset_jvm_heap_peak,
-    run_python,
+    run_worker,
     write_json,
 )
 from pyspark.sql import SparkSession
@@ -245,7 +246,7 @@ def throughput(spark: SparkSession, rows: int, runs: int, generators: tuple[str,
                 try:
                     bench.measure(generator, sink, warm if sink == "delta" else w, warm.expected_rows, None)
                 except Exception as err:  # an unavailable rival (e.g. dbldatagen missing) must not sink the rest
-                    results[sink][generator].error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                    results[sink][generator].error = error_line(err)
                     print(f"  {generator} -> {sink}: skipped ({results[sink][generator].error})", flush=True)
         for run in range(runs):
             print(f"run {run + 1}/{runs}", flush=True)
@@ -293,16 +294,14 @@ def scaling(rows: int, runs: int, timeout: float) -> dict[str, Any]:
     out: dict[str, Any] = {"rows_asked": rows}
     for master in ("local[1]", "local[2]"):
         print(f"scaling: fleetgen -> noop on {master} (subprocess)", flush=True)
-        done = run_python(
-            [str(Path(__file__)), "--scaling-worker", master, "--rows", str(rows), "--runs", str(runs)],
-            timeout=timeout,
+        result, error = run_worker(
+            [str(Path(__file__)), "--scaling-worker", master, "--rows", str(rows), "--runs", str(runs)], timeout
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            out[master] = {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-            print(f"  failed: {out[master]['error']}", flush=True)
+        if result is None:
+            out[master] = {"error": error}
+            print(f"  failed: {error}", flush=True)
             continue
-        out[master] = json.loads(lines[-1])
+        out[master] = result
         print(f"  {master}: {out[master]['rows_per_s']:,} rows/s", flush=True)
     one, two = out.get("local[1]", {}), out.get("local[2]", {})
     if one.get("rows_per_s") and two.get("rows_per_s"):

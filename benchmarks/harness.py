@@ -23,12 +23,14 @@ __all__ = [
     "Peaks",
     "ProcessSampler",
     "cpu_seconds",
+    "error_line",
     "jvm_heap_peak_mb",
     "jvm_pid",
     "machine_info",
     "median",
     "read_json",
     "reset_jvm_heap_peak",
+    "run_worker",
     "write_json",
 ]
 
@@ -308,6 +310,26 @@ def run_python(args: list[str], timeout: float) -> subprocess.CompletedProcess[s
         timeout=timeout,
         check=False,
     )
+
+
+def error_line(err: BaseException, width: int = 200) -> str:
+    """``Type: first line of the message``, cut to ``width`` characters, for a results file."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:width] if lines else ''}"
+
+
+def run_worker(args: list[str], timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """Run a benchmark script as a worker process and take the JSON object it prints last.
+
+    Returns ``(result, "")``, or ``(None, error)`` with the last line of its stderr when it
+    failed or printed no JSON.
+    """
+    done = run_python(args, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return None, (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result, ""
 
 
 def now() -> float:
