@@ -8,6 +8,7 @@ breaking change of the dataset definition, never a refactor.
 from __future__ import annotations
 
 import hashlib
+
 import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
