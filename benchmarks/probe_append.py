@@ -4,7 +4,7 @@ The events query makes two appends per micro-batch (driver_events, batches), so 
 cost sets the live latency. This probe appends one row of the batches schema N times to a
 fresh table, alternating the variants, and prints the median seconds per append and the
 Spark jobs each append ran. It is why fleetgen tags its commits (``userMetadata``) instead
-of using ``txnAppId``: see fleetgen_spark/appends.py and NOTES.md.
+of using ``txnAppId``, and keeps exactly-once in the batches ledger: see fleetgen_spark/ledger.py and NOTES.md.
 
     .venv/bin/python benchmarks/probe_append.py [--appends 14] [--rounds 2]
 """
@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 
 from harness import median, now
 from pyspark.sql import SparkSession
 
 import fleetgen_spark
-from fleetgen_spark.appends import append_once
-from fleetgen_spark.sink import BATCHES_SCHEMA
+from fleetgen_spark.tables import BATCHES_SCHEMA
 
 ROW = (
     "20250101T0000",
@@ -47,8 +45,8 @@ def appends(spark: SparkSession, variant: str, count: int) -> tuple[float, float
             if variant == "txnAppId":
                 writer = df.write.format("delta").mode("append")
                 writer.option("txnAppId", "probe").option("txnVersion", epoch).save(table)
-            elif variant == "userMetadata tag":
-                append_once(df, Path(table), "probe", epoch)
+            elif variant == "userMetadata tag":  # what the events writer does (the ledger is read once per start)
+                df.write.format("delta").mode("append").option("userMetadata", f"probe/{epoch}").save(table)
             else:
                 df.write.format("delta").mode("append").save(table)
             seconds.append(now() - began)

@@ -13,9 +13,11 @@ from typing import Any
 
 import yaml
 
-from fleetgen_spark.clock import align_down, epoch_seconds, from_epoch, iso, parse_instant, parse_speedup
+from fleetgen_spark.clock import align_down, epoch_seconds, from_epoch, parse_instant, parse_speedup
 from fleetgen_spark.config import Config, load_config
+from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
+from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import configure_logging
 from fleetgen_spark.manifests import Layout
 
@@ -51,6 +53,7 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Any:
     from fleetgen_spark.pipeline import Pipeline, ProgressListener
 
     layout = Layout(args.data_dir)
+    hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
     # A backfill shows its own progress line; its per-batch records still go to the JSON logs.
     configure_logging(layout.root, stderr_level="WARNING" if args.command == "backfill" else "INFO")
     spark = _spark(args, f"fleetgen-{args.command}")
@@ -104,11 +107,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         end=end,
         max_intervals_per_trigger=args.max_intervals_per_trigger,
     )
-    if pipeline.dataset.start > start:
-        raise OptionError(
-            f"--start {args.start!r} is before the start {iso(pipeline.dataset.start)} of the dataset in "
-            f"{pipeline.layout.root}; use another --data-dir (or clean it) to backfill earlier history"
-        )
+    check_start(pipeline.layout, pipeline.dataset, start)
     total = (epoch_seconds(end) - epoch_seconds(pipeline.dataset.start)) // config.interval_seconds
     began = time.monotonic()
     interactive = sys.stdout.isatty()

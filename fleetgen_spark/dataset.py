@@ -24,10 +24,22 @@ from fleetgen_spark.options import SourceOptions
 from fleetgen_spark.schedule import OnboardingPlan, Segment
 from fleetgen_spark.seed import draw_seed
 
-__all__ = ["Dataset", "ensure_dataset", "load_segments", "onboarding_plan", "segments_path"]
+__all__ = [
+    "EVENT_SHAPE_FIELDS",
+    "Dataset",
+    "check_start",
+    "ensure_dataset",
+    "event_shapes",
+    "load_segments",
+    "onboarding_plan",
+    "record_event_shape",
+    "segments_path",
+]
 
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
 _ONBOARDING_FIELDS = ("number_of_companies", "companies_per_onboarding", "company_onboarding_interval")
+# The config fields that shape a driver's events: a change governs the intervals after those written.
+EVENT_SHAPE_FIELDS = ("drivers_per_company", "event_rate_per_driver", "event_type_weights")
 
 
 def segments_path(data_dir: Path) -> Path:
@@ -47,6 +59,49 @@ def onboarding_plan(options: SourceOptions, sim_start_s: int) -> OnboardingPlan:
         if segments:
             return OnboardingPlan(segments)
     return OnboardingPlan.from_config(options.config, sim_start_s)
+
+
+def _shapes_path(data_dir: Path) -> Path:
+    return data_dir / "manifests" / "event_shapes.json"
+
+
+def _shape(config: Config) -> dict[str, Any]:
+    values = config.to_yaml_dict()
+    return {name: values[name] for name in EVENT_SHAPE_FIELDS}
+
+
+def event_shapes(options: SourceOptions) -> list[tuple[int, Config]]:
+    """``(effective_from, config)`` pairs, oldest first: the event-shaping fields in force from each instant.
+
+    Without a data directory (or before any change) the options' config governs every interval.
+    """
+    if options.data_dir is None:
+        return [(-(2**62), options.config)]
+    recorded = read_json(_shapes_path(options.data_dir)).get("shapes", [])
+    if not recorded:
+        return [(-(2**62), options.config)]
+    return [
+        (int(shape["effective_from"]), options.config.model_copy(update=_config_values(shape))) for shape in recorded
+    ]
+
+
+def _config_values(shape: dict[str, Any]) -> dict[str, Any]:
+    return {name: shape[name] for name in EVENT_SHAPE_FIELDS}
+
+
+def record_event_shape(layout: Layout, config: Config, generated_until: int | None, start: int) -> None:
+    """Record the event-shaping fields: once on the first run, then each change, governing the
+    intervals from ``generated_until`` (the end of what the tables hold) on."""
+    path = _shapes_path(layout.root)
+    shapes = list(read_json(path).get("shapes", []))
+    wanted = _shape(config)
+    if shapes and _config_values(shapes[-1]) == wanted:
+        return
+    effective = start if generated_until is None else generated_until
+    if shapes:
+        effective = max(effective, int(shapes[-1]["effective_from"]))
+    shapes = [s for s in shapes if int(s["effective_from"]) < effective]  # a change before any row replaces
+    write_json_atomic(path, {"shapes": [*shapes, {"effective_from": effective, **wanted}]})
 
 
 @dataclass(frozen=True)
@@ -117,6 +172,30 @@ def _record_onboarding_change(layout: Layout, config: Config, segments: tuple[Se
     write_json_atomic(segments_path(layout.root), {"segments": [s.to_dict() for s in (*segments, new)]})
 
 
+def _refuse(layout: Layout, field: str, recorded: object, given: object) -> ConfigError:
+    return ConfigError(
+        f"{field} {given} differs from the {field} {recorded} recorded in {layout.dataset_md}; "
+        "seed, start and interval are a data directory's identity: use the recorded value, "
+        "or another --data-dir (or clean this one first)"
+    )
+
+
+def _check_identity(layout: Layout, dataset: Dataset, config: Config) -> None:
+    """Refuse a run that asks for another seed or interval than the data directory's."""
+    if config.seed is not None and config.seed != dataset.seed:
+        raise _refuse(layout, "seed", dataset.seed, config.seed)
+    recorded = dataset.config.get("interval")
+    given = config.to_yaml_dict()["interval"]
+    if recorded is not None and recorded != given:
+        raise _refuse(layout, "interval", recorded, given)
+
+
+def check_start(layout: Layout, dataset: Dataset, start: datetime) -> None:
+    """Refuse an explicit start that is not the data directory's (a backfill continues what it holds)."""
+    if start != dataset.start:
+        raise _refuse(layout, "start", iso(dataset.start), iso(start))
+
+
 def ensure_dataset(layout: Layout, config: Config, start: datetime | None = None) -> Dataset:
     """Create the dataset descriptor on the first run; afterwards read it back (and record onboarding changes).
 
@@ -125,11 +204,7 @@ def ensure_dataset(layout: Layout, config: Config, start: datetime | None = None
     """
     if layout.dataset_md.is_file():
         dataset = _read_dataset(layout.dataset_md)
-        if config.seed is not None and config.seed != dataset.seed:
-            raise ConfigError(
-                f"seed {config.seed} differs from the seed {dataset.seed} recorded in {layout.dataset_md}; "
-                "a data directory is one simulation: use its seed, or another --data-dir (or clean it first)"
-            )
+        _check_identity(layout, dataset, config)
         segments = load_segments(layout.root)
         if segments:
             _record_onboarding_change(layout, config, segments)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "FleetGenError", "OptionError"]
+__all__ = ["ConfigError", "FleetGenError", "GenerationError", "OptionError"]
 
 
 class FleetGenError(ValueError):
@@ -15,3 +15,7 @@ class ConfigError(FleetGenError):
 
 class OptionError(FleetGenError):
     """A source option or command-line flag is unknown or has a bad value."""
+
+
+class GenerationError(FleetGenError):
+    """Generation stopped: a streaming query failed, or a data directory's record is inconsistent."""

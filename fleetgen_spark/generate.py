@@ -29,6 +29,7 @@ __all__ = [
     "company_ids",
     "driver_counts",
     "event_batches",
+    "truck_numbers",
     "uuid_strings",
 ]
 
@@ -248,10 +249,32 @@ class EventSpec:
     drivers_per_company: int
     event_rate_per_driver: float
     cumulative_weights: tuple[float, ...]
+    # The drivers_per_company a data directory began with: it numbers the trucks, so a driver keeps
+    # its truck_id when drivers_per_company changes later (None: the current drivers_per_company).
+    truck_drivers: int | None = None
+
+
+# Trucks of drivers added by a later raise of drivers_per_company are numbered after every truck
+# the first drivers_per_company can number (companies < 10,000,000, drivers < 10,000 each).
+_MAX_COMPANIES = 10_000_000
+_MAX_DRIVERS = 10_000
+
+
+def truck_numbers(first_company: int, n_companies: int, drivers: int, truck_drivers: int) -> np.ndarray:
+    """The truck number of every driver of a block, in driver order.
+
+    Driver ``seq`` of company ``c`` drives truck ``c * truck_drivers + seq`` while ``seq <
+    truck_drivers`` (the numbering the data directory began with), and a truck numbered past all
+    of those otherwise: a driver keeps its truck whatever drivers_per_company becomes.
+    """
+    companies = np.repeat(np.arange(first_company, first_company + n_companies, dtype=np.int64), drivers)
+    seq = np.tile(np.arange(drivers, dtype=np.int64), n_companies)
+    extra = _MAX_COMPANIES * truck_drivers + companies * _MAX_DRIVERS + (seq - truck_drivers)
+    return np.where(seq < truck_drivers, companies * truck_drivers + seq, extra)
 
 
 def _driver_strings(
-    seed: int, company_text: np.ndarray, first_company: int, drivers: int
+    seed: int, company_text: np.ndarray, first_company: int, drivers: int, truck_drivers: int
 ) -> tuple[_Strings, _Strings, _Strings]:
     """Driver, company and truck ids of every driver of a block, in driver order: ``DRV-{company_id}-{seq:03d}``,
     the company's UUID and ``TRK-{seed}-{n:04d}``."""
@@ -262,8 +285,11 @@ def _driver_strings(
     heads[:, -1] = _DASH
     seq = np.tile(np.arange(drivers, dtype=np.int64), n_companies)
     driver_ids = _numbered_strings(np.repeat(heads, drivers, axis=0), seq, 3)
-    first_driver = first_company * drivers
-    numbers = np.arange(first_driver, first_driver + n_companies * drivers, dtype=np.int64)
+    if truck_drivers == drivers:  # the common case, as it always was
+        first_driver = first_company * drivers
+        numbers = np.arange(first_driver, first_driver + n_companies * drivers, dtype=np.int64)
+    else:
+        numbers = truck_numbers(first_company, n_companies, drivers, truck_drivers)
     truck_ids = _numbered_strings(_ascii(f"TRK-{seed}-"), numbers, 4)
     return driver_ids, np.repeat(company_text, drivers, axis=0), truck_ids
 
@@ -279,16 +305,18 @@ class _BlockStrings:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.held = 0
-        self._entries: OrderedDict[tuple[int, int, int, int], tuple[_Strings, _Strings, _Strings]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int, int, int, int], tuple[_Strings, _Strings, _Strings]] = OrderedDict()
 
-    def get(self, seed: int, block: int, n_companies: int, drivers: int) -> tuple[_Strings, _Strings, _Strings]:
-        key = (seed, block, n_companies, drivers)
+    def get(
+        self, seed: int, block: int, n_companies: int, drivers: int, truck_drivers: int
+    ) -> tuple[_Strings, _Strings, _Strings]:
+        key = (seed, block, n_companies, drivers, truck_drivers)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             return found
         company_text = _company_block_text(seed, block)[:n_companies]
-        made = _driver_strings(seed, company_text, block * BLOCK_SIZE, drivers)
+        made = _driver_strings(seed, company_text, block * BLOCK_SIZE, drivers, truck_drivers)
         self._entries[key] = made
         self.held += sum(int(s.nbytes) for s in made)
         while self.held > self.budget and self._entries:
@@ -333,7 +361,8 @@ def event_batches(
     types = generator(spec.seed, "event_types", interval_start_s, block)
     ids = bit_generator(spec.seed, "event_ids", interval_start_s, block)
 
-    driver_ids, company_ids_, truck_ids = _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers)
+    truck_drivers = drivers if spec.truck_drivers is None else spec.truck_drivers
+    driver_ids, company_ids_, truck_ids = _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers, truck_drivers)
     type_strings = pa.array(list(EVENT_TYPES), type=pa.string())
     cumulative = np.asarray(spec.cumulative_weights)
     span_us = spec.interval_s * 1_000_000

@@ -5,12 +5,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from fleetgen_spark.exceptions import OptionError
 
 __all__ = [
     "Layout",
@@ -21,11 +24,26 @@ __all__ = [
 ]
 
 
+# A URI scheme (s3a://, abfss://, dbfs:/, file:/...): a data directory is a local folder for now.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
 class Layout:
-    """Where everything lives under a data directory."""
+    """Where everything lives under a data directory (a local folder; a URI is refused)."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.root = Path(data_dir).resolve()
+        text = os.fspath(data_dir)
+        if _URI.match(text):
+            raise OptionError(
+                f"--data-dir {text!r}: only a local folder can hold a fleetgen data directory for now "
+                "(object stores and DBFS are not supported); give a path such as ./data"
+            )
+        self.root = Path(text).resolve()
+
+    @property
+    def lock_path(self) -> Path:
+        """The file a writing process holds locked; its presence marks a fleetgen data directory."""
+        return self.root / ".fleetgen.lock"
 
     def table(self, name: str) -> Path:
         return self.root / "delta" / name

@@ -22,6 +22,8 @@ SOURCE_OPTIONS: tuple[str, ...] = (
     "maxIntervalsPerTrigger",
     "numPartitions",
     "dataDir",
+    "resumeFrom",
+    "clockAnchor",
 )
 _MAX_PARTITIONS = 10_000
 
@@ -37,6 +39,8 @@ class SourceOptions:
     max_intervals_per_trigger: int = 1
     num_partitions: int | None = None
     data_dir: Path | None = None
+    resume_from: datetime | None = None
+    clock_anchor: tuple[datetime, float] | None = None
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -48,6 +52,20 @@ def _positive_int(name: str, value: str, upper: int) -> int:
     if not 1 <= number <= upper:
         raise OptionError(f"option {name!r} = {value!r}: must be an integer from 1 to {upper}")
     return number
+
+
+def _clock_anchor(value: str) -> tuple[datetime, float]:
+    """``<ISO instant>@<wall-clock epoch seconds>``: the simulated time a clock read at a wall time."""
+    sim, sep, wall = str(value).partition("@")
+    try:
+        if not sep:
+            raise ValueError(value)
+        return parse_instant(sim, "clockAnchor"), float(wall)
+    except (ValueError, OptionError) as err:
+        raise OptionError(
+            f"option 'clockAnchor' = {value!r}: expected <ISO-8601 instant>@<epoch seconds>, "
+            "e.g. 2025-11-08T06:00:00Z@1764690000.5"
+        ) from err
 
 
 def parse_options(options: Mapping[str, str], *, source: str = "fleetgen") -> SourceOptions:
@@ -96,5 +114,9 @@ def parse_options(options: Mapping[str, str], *, source: str = "fleetgen") -> So
             else None
         ),
         data_dir=Path(given["dataDir"]) if given.get("dataDir") else None,
+        resume_from=(
+            align_down(parse_instant(given["resumeFrom"], "resumeFrom"), interval_s) if "resumeFrom" in given else None
+        ),
+        clock_anchor=_clock_anchor(given["clockAnchor"]) if "clockAnchor" in given else None,
         raw=dict(given),
     )

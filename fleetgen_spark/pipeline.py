@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 
-from fleetgen_spark.clock import epoch_seconds, iso
+from fleetgen_spark.clock import epoch_seconds, from_epoch, iso
 from fleetgen_spark.config import Config, format_duration
-from fleetgen_spark.dataset import Dataset, ensure_dataset, onboarding_plan
+from fleetgen_spark.dataset import Dataset, ensure_dataset, record_event_shape
+from fleetgen_spark.exceptions import GenerationError
+from fleetgen_spark.ledger import Ledger
+from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.sink import CompaniesWriter, EventsWriter
-from fleetgen_spark.source import event_spec
+from fleetgen_spark.tables import ensure_tables
 
-__all__ = ["Pipeline", "ProgressListener", "source_options"]
+__all__ = ["COMPANIES_WAIT_S", "Pipeline", "ProgressListener", "first_line", "source_options"]
 
 _log = get_logger("pipeline")
 
@@ -36,7 +44,7 @@ def source_options(config: Config, dataset: Dataset, layout: Layout, **extra: st
 
 
 class ProgressListener(StreamingQueryListener):
-    """Logs every micro-batch's progress of the fleetgen queries (Spark's own logs stay at WARN)."""
+    """Logs every micro-batch's progress of the fleetgen queries, and a query that dies at ERROR."""
 
     def onQueryStarted(self, event: Any) -> None:
         log_event(_log, "query started", name=event.name, id=str(event.id))
@@ -57,12 +65,38 @@ class ProgressListener(StreamingQueryListener):
         """Idle ticks are not worth a log line."""
 
     def onQueryTerminated(self, event: Any) -> None:
-        log_event(_log, "query terminated", id=str(event.id), error=event.exception)
+        if event.exception:
+            log_event(
+                _log,
+                "query failed: generation stopped",
+                logging.ERROR,
+                id=str(event.id),
+                error=first_line(event.exception),
+            )
+        else:
+            log_event(_log, "query terminated", id=str(event.id))
+
+
+def first_line(error: Any) -> str:
+    """The first line of a Spark error that is ours or Spark's own (their full text carries stack traces).
+
+    A failure inside ``foreachBatch`` or a Python source surfaces wrapped by Spark; the line that says
+    what went wrong is the last ``...Error: message`` of the Python traceback when there is one.
+    """
+    text = str(getattr(error, "desc", None) or error).strip()
+    ours = re.findall(r"^fleetgen_spark\.exceptions\.\w+: (.+)$", text, flags=re.MULTILINE)
+    if ours:
+        return str(ours[-1])[:1000]
+    return text.splitlines()[0][:1000] if text else type(error).__name__
 
 
 @dataclass
 class Pipeline:
-    """The companies and events queries of one data directory, built from its dataset record."""
+    """The companies and events queries of one data directory, built from its dataset record.
+
+    Building one takes the data directory for this process (``lock``), checks the directory's
+    identity (seed, start, interval) and creates every table that does not exist yet.
+    """
 
     spark: SparkSession
     layout: Layout
@@ -73,10 +107,16 @@ class Pipeline:
     max_intervals_per_trigger: int = 1
     num_partitions: int | None = None
     dataset: Dataset = field(init=False)
+    _anchor: tuple[datetime, float] | None = field(default=None, init=False, repr=False)
+    _queries: list[StreamingQuery] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        hold(self.layout)
         self.dataset = ensure_dataset(self.layout, self.config, self.start)
         self.config = self.config.with_seed(self.dataset.seed)
+        ensure_tables(self.spark, self.layout)
+        written = Ledger.load(self.spark, self.layout).written_until
+        record_event_shape(self.layout, self.config, written, epoch_seconds(self.dataset.start))
 
     def options(self, **extra: str | None) -> dict[str, str]:
         return source_options(
@@ -88,40 +128,74 @@ class Pipeline:
             **extra,
         )
 
+    def _round(self) -> tuple[Ledger, dict[str, str]]:
+        """What a query start needs to know: the ledger, and the clock anchor both queries share.
+
+        A start with neither query running begins a new round: its simulated clock reads the
+        first interval the tables lack at this wall-clock instant, for both queries alike.
+        """
+        ledger = Ledger.load(self.spark, self.layout)
+        ledger.write_manifest(self.layout)  # the manifest agrees with the tables from the start
+        resume = ledger.written_until or epoch_seconds(self.dataset.start)
+        if self._anchor is None or not any(q.isActive for q in self._queries):
+            self._anchor = (from_epoch(resume), time.time())
+        sim, wall = self._anchor
+        return ledger, {"resumeFrom": iso(from_epoch(resume)), "clockAnchor": f"{iso(sim)}@{wall:.6f}"}
+
     def start_companies(self, available_now: bool = False) -> StreamingQuery:
         writer = CompaniesWriter(self.layout)
-        reader = self.spark.readStream.format("fleetgen_companies").options(**self.options()).load()
+        _, extra = self._round()
+        last = (
+            self.spark.read.format("delta")
+            .load(str(self.layout.table("companies")))
+            .agg(F.max(F.col("created_at").cast("long")).alias("m"))
+            .collect()[0]["m"]
+        )
+        # A new checkpoint begins after the last tick the table holds (the MERGE would skip it anyway).
+        extra["resumeFrom"] = iso(from_epoch(int(last) + 1)) if last is not None else iso(self.dataset.start)
+        reader = self.spark.readStream.format("fleetgen_companies").options(**self.options(**extra)).load()
         stream = (
             reader.writeStream.queryName(f"fleetgen_companies_{epoch_seconds(self.dataset.start)}")
             .option("checkpointLocation", str(self.layout.checkpoint(writer.query)))
             .foreachBatch(writer)
         )
-        return (stream.trigger(availableNow=True) if available_now else stream).start()
+        return self._started((stream.trigger(availableNow=True) if available_now else stream).start())
 
     def start_events(self, available_now: bool = False) -> StreamingQuery:
-        opts = parse_options(self.options())
-        plan = onboarding_plan(opts, epoch_seconds(self.dataset.start))
-        writer = EventsWriter(self.layout, plan, event_spec(self.config, self.dataset.seed))
-        extra = {"maxIntervalsPerTrigger": str(self.max_intervals_per_trigger)}
+        ledger, extra = self._round()
+        extra["maxIntervalsPerTrigger"] = str(self.max_intervals_per_trigger)
         if self.num_partitions:
             extra["numPartitions"] = str(self.num_partitions)
-        reader = self.spark.readStream.format("fleetgen").options(**self.options(**extra)).load()
+        options = self.options(**extra)
+        writer = EventsWriter(
+            self.layout,
+            parse_options(options),
+            epoch_seconds(self.dataset.start),
+            ledger=ledger,
+            # Live, the events of a new company wait for its MERGE (at high speedups a MERGE can
+            # take longer than an interval of wall time); a backfill onboards everything first.
+            wait_for_companies_s=0.0 if available_now else COMPANIES_WAIT_S,
+        )
+        reader = self.spark.readStream.format("fleetgen").options(**options).load()
         stream = (
             reader.writeStream.queryName(f"fleetgen_events_{epoch_seconds(self.dataset.start)}")
             .option("checkpointLocation", str(self.layout.checkpoint(writer.query)))
             .foreachBatch(writer)
         )
-        return (stream.trigger(availableNow=True) if available_now else stream).start()
+        return self._started((stream.trigger(availableNow=True) if available_now else stream).start())
+
+    def _started(self, query: StreamingQuery) -> StreamingQuery:
+        self._queries = [q for q in self._queries if q.isActive] + [query]
+        return query
 
     def run_available_now(self, on_progress: Callable[[StreamingQuery], None] | None = None) -> None:
-        """Onboard every due tick, then generate every available interval, then return."""
-        self.start_companies(True).awaitTermination()  # re-raises the query's error, if any
-        query = self.start_events(True)
-        while query.isActive:
-            if on_progress is not None:
-                on_progress(query)
-            query.awaitTermination(1)
-        query.awaitTermination()
+        """Onboard every due tick, then generate every available interval, then return.
+
+        A query that fails raises :class:`GenerationError` with the cause in one line (the full
+        error is in the JSON log).
+        """
+        _await(self.start_companies(True), None)
+        _await(self.start_events(True), on_progress)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -132,3 +206,20 @@ class Pipeline:
             "speedup": self.speedup,
             "end": iso(self.end) if self.end else None,
         }
+
+
+# How long a live events micro-batch waits for the companies it needs before its query fails.
+COMPANIES_WAIT_S = 120.0
+
+
+def _await(query: StreamingQuery, on_progress: Callable[[StreamingQuery], None] | None) -> None:
+    try:
+        while query.isActive:
+            if on_progress is not None:
+                on_progress(query)
+            query.awaitTermination(1)
+        query.awaitTermination()  # re-raises the query's error, if any
+    except StreamingQueryException as err:
+        cause = first_line(err)
+        log_event(_log, "query failed: generation stopped", logging.ERROR, name=query.name, error=str(err)[:4000])
+        raise GenerationError(f"the {query.name} query failed: {cause}") from None

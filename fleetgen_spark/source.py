@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,7 @@ from pyspark.sql.types import StructType
 
 from fleetgen_spark.clock import Clock, align_down, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import Config
-from fleetgen_spark.dataset import onboarding_plan
+from fleetgen_spark.dataset import event_shapes, onboarding_plan
 from fleetgen_spark.exceptions import OptionError
 from fleetgen_spark.generate import EventSpec, event_batches
 from fleetgen_spark.options import SourceOptions, parse_options
@@ -32,6 +32,7 @@ __all__ = [
     "FleetgenDataSource",
     "FleetgenStreamReader",
     "event_spec",
+    "event_specs",
     "group_units",
     "interval_range",
     "max_steps",
@@ -70,9 +71,20 @@ class ClockedOffsets:
         self._last_start: dict[str, Any] | None = None
 
     def initial(self) -> dict[str, Any]:
+        """A new query's offset: it begins at ``resumeFrom`` (what its data directory already holds) or ``start``.
+
+        ``from`` keeps that first instant in every later offset: Spark does not log a query's initial
+        offset, and the events writer reads the first micro-batch's range from the offset log.
+        """
         start = self.options.start or align_down(from_epoch(time.time()), self.interval_s)
+        first = max(self.options.resume_from or start, start)
         seed = self.options.config.seed
-        return {"start": iso(start), "next": iso(start), "seed": draw_seed() if seed is None else seed}
+        return {
+            "start": iso(start),
+            "next": iso(first),
+            "seed": draw_seed() if seed is None else seed,
+            "from": iso(first),
+        }
 
     def check(self, offset: Mapping[str, Any]) -> None:
         """Refuse to continue a checkpoint under a different explicit seed."""
@@ -85,8 +97,9 @@ class ClockedOffsets:
 
     def _available(self, nxt: datetime) -> datetime:
         if self._anchor is None:
-            # A simulated clock starts where this run starts: the checkpointed offset on a restart.
-            self._anchor = (nxt, time.time())
+            # A simulated clock starts where this run starts: the checkpointed offset on a restart,
+            # unless the pipeline gave both of its queries one anchor, so companies never lag events.
+            self._anchor = self.options.clock_anchor or (nxt, time.time())
         available = self.clock.available_end(*self._anchor)
         if self._available_now:
             if self._target is None:
@@ -135,14 +148,14 @@ class EventUnit:
     interval_start_s: int
     block: int
     n_companies: int
+    spec: EventSpec
 
 
 class EventPartition(InputPartition):
     """A group of units; read() depends on nothing else."""
 
-    def __init__(self, spec: EventSpec, units: tuple[EventUnit, ...]) -> None:
+    def __init__(self, units: tuple[EventUnit, ...]) -> None:
         super().__init__(None)
-        self.spec = spec
         self.units = units
 
     def __repr__(self) -> str:
@@ -169,13 +182,35 @@ def group_units(units: Sequence[Any], weights: Sequence[int], n_partitions: int)
     return groups
 
 
-def event_spec(config: Config, seed: int) -> EventSpec:
-    """What the generation of a block depends on, from a config and a seed."""
+def event_spec(config: Config, seed: int, truck_drivers: int | None = None) -> EventSpec:
+    """What the generation of a block depends on, from a config and a seed (and the drivers_per_company
+    that numbers the trucks, when it has changed since the data directory began)."""
     weights = list(config.event_type_weights.values())
     cumulative = tuple(float(sum(weights[: i + 1])) for i in range(len(weights)))
+    drivers = config.drivers_per_company
     return EventSpec(
-        seed, config.interval_seconds, config.drivers_per_company, config.event_rate_per_driver, cumulative
+        seed,
+        config.interval_seconds,
+        drivers,
+        config.event_rate_per_driver,
+        cumulative,
+        None if truck_drivers in (None, drivers) else truck_drivers,
     )
+
+
+def event_specs(options: SourceOptions, seed: int) -> Callable[[int], EventSpec]:
+    """The spec in force for an interval starting at ``t``: the data directory's recorded changes."""
+    shapes = event_shapes(options)
+    truck_drivers = shapes[0][1].drivers_per_company
+    specs = [(start, event_spec(config, seed, truck_drivers)) for start, config in shapes]
+
+    def at(t: int) -> EventSpec:
+        for start, spec in reversed(specs):
+            if start <= t:
+                return spec
+        return specs[0][1]
+
+    return at
 
 
 class _EventPlanner:
@@ -187,14 +222,15 @@ class _EventPlanner:
     def partitions(self, seed: int, sim_start_s: int, from_s: int, to_s: int) -> list[EventPartition]:
         cfg = self.options.config
         plan = onboarding_plan(self.options, sim_start_s)
+        spec_at = event_specs(self.options, seed)
         units = [
-            EventUnit(t, block, n)
+            EventUnit(t, block, n, spec_at(t))
             for t in range(from_s, to_s, cfg.interval_seconds)
             for block, _, n in blocks(plan.onboarded_before(t))
         ]
         n_partitions = self.options.num_partitions or os.cpu_count() or 1
-        spec = event_spec(cfg, seed)
-        return [EventPartition(spec, g) for g in group_units(units, [u.n_companies for u in units], n_partitions)]
+        weights = [u.n_companies * u.spec.drivers_per_company for u in units]
+        return [EventPartition(g) for g in group_units(units, weights, n_partitions)]
 
 
 def read_events(partition: InputPartition) -> Iterator[pa.RecordBatch]:
@@ -202,7 +238,7 @@ def read_events(partition: InputPartition) -> Iterator[pa.RecordBatch]:
     if not isinstance(partition, EventPartition):
         raise TypeError(f"fleetgen cannot read partition {partition!r}")
     for unit in partition.units:
-        yield from event_batches(partition.spec, unit.interval_start_s, unit.block, unit.n_companies)
+        yield from event_batches(unit.spec, unit.interval_start_s, unit.block, unit.n_companies)
 
 
 class FleetgenStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
@@ -254,7 +290,7 @@ class FleetgenBatchReader(DataSourceReader):
         # Spark turns an empty list into InputPartition(None), which read() cannot take:
         # a range with nobody eligible yet is one partition with nothing to generate.
         parts = self.planner.partitions(self.seed, self.start_s, self.start_s, self.end_s)
-        return parts or [EventPartition(event_spec(self.planner.options.config, self.seed), ())]
+        return parts or [EventPartition(())]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         return read_events(partition)

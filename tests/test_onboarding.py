@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 
-from fleetgen_spark import ConfigError, load_config, sink
+from fleetgen_spark import ConfigError, load_config
 from fleetgen_spark.dataset import ensure_dataset, load_segments
 from fleetgen_spark.manifests import Layout, read_json
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.sink import UUID_PATTERN, CompaniesWriter
+from fleetgen_spark.tables import ensure_tables
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,10 +70,9 @@ def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Pa
     batch, rows = _first_hour(spark)
     errors: list[BaseException] = []
 
+    ensure_tables(spark, layout)  # as a pipeline does before it starts its queries
+
     def run(query: str) -> None:
-        checkpoint = layout.checkpoint(query)
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        (checkpoint / "metadata").write_text(f'{{"id":"{query}"}}')
         try:
             CompaniesWriter(layout, query)(spark.createDataFrame(rows, batch.schema), 0)
         except BaseException as err:  # surfaced below
@@ -88,35 +88,9 @@ def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Pa
     assert table.count() == 5 and table.select("company_id").distinct().count() == 5
 
 
-def test_a_table_created_by_a_racer_after_our_look_is_merged_into(
-    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The new-table shortcut (create by append) loses a race cleanly: the retry MERGEs."""
-    layout = Layout(tmp_path)
-    batch, rows = _first_hour(spark)
-    table = layout.table("companies")
-    spark.createDataFrame(rows[:2], batch.schema).write.format("delta").save(str(table))  # the racer's table
-    looks: list[bool] = []
-
-    def stale_look(path: Path) -> bool:
-        looks.append(True)
-        return len(looks) > 1  # the first look saw no table; the racer committed right after
-
-    monkeypatch.setattr(sink, "has_commits", stale_look)
-    checkpoint = layout.checkpoint("companies")
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "metadata").write_text('{"id":"q"}')
-    CompaniesWriter(layout)(spark.createDataFrame(rows, batch.schema), 0)
-    assert len(looks) == 2  # tried to create, was refused, retried as a MERGE
-    got = spark.read.format("delta").load(str(table))
-    assert got.count() == len(rows) == got.select("company_id").distinct().count()
-
-
 def test_schema_violations_are_discarded(spark: SparkSession, tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    checkpoint = layout.checkpoint("companies")
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "metadata").write_text('{"id":"q"}')
+    ensure_tables(spark, layout)
     good = (
         spark.read.format("fleetgen_companies")
         .options(config="small", start="2025-11-08T00:00:00Z", end="2025-11-08T01:00:00Z")
@@ -140,6 +114,9 @@ def test_schema_violations_are_discarded(spark: SparkSession, tmp_path: Path) ->
         table.join(discarded.selectExpr("get_json_object(record, '$.company_id') AS company_id"), "company_id").count()
         == 0
     )
+    # A replayed tick (after a crash) discards nothing twice.
+    CompaniesWriter(layout)(spark.createDataFrame(rows, good.schema), 0)
+    assert spark.read.format("delta").load(str(layout.table("discarded_events"))).count() == 3
 
 
 def test_raising_the_fleet_onboards_only_the_difference(spark: SparkSession, tmp_path: Path) -> None:

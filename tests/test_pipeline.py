@@ -14,10 +14,10 @@ from pyspark.sql.types import StructField, StructType
 from fleetgen_spark import load_config
 from fleetgen_spark.logs import RUN_ID, configure_logging, read_logs
 from fleetgen_spark.manifests import Layout, read_json, write_json_atomic
+from fleetgen_spark.options import parse_options
 from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.schedule import OnboardingPlan
 from fleetgen_spark.sink import EventsWriter
-from fleetgen_spark.source import event_spec
+from fleetgen_spark.tables import ensure_tables
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 
@@ -114,8 +114,8 @@ def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSess
     (checkpoint / "metadata").write_text('{"id":"test-query"}')
     offset = {"start": "2025-11-08T00:00:00Z", "next": "2025-11-08T00:30:00Z", "seed": 7}
     (checkpoint / "offsets" / "0").write_text("v1\n{}\n" + json.dumps(offset) + "\n")
-    config = load_config("small", seed=7)
-    plan = OnboardingPlan.from_config(config, start_s)
+    options = parse_options({"config": "small", "seed": "7", "start": "2025-11-08T00:00:00Z"})
+    ensure_tables(spark, layout)
     good = (
         spark.read.format("fleetgen")
         .options(config="small", seed="7", start="2025-11-08T00:00:00Z", end="2025-11-08T00:30:00Z")
@@ -131,7 +131,7 @@ def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSess
     nullable = StructType([StructField(f.name, f.dataType, True) for f in good.schema])
     bad = spark.createDataFrame(bad_rows, nullable)
     batch = good.unionByName(bad)
-    EventsWriter(layout, plan, event_spec(config, 7))(batch, 0)
+    EventsWriter(layout, options, start_s)(batch, 0)
 
     discarded = spark.read.format("delta").load(str(layout.table("discarded_events")))
     reasons = sorted(r["reason"] for r in discarded.collect())
@@ -145,8 +145,8 @@ def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSess
     batches = spark.read.format("delta").load(str(layout.table("batches")))
     assert batches.agg(F.sum("event_count")).collect()[0][0] == good.count()
 
-    # A replay of the same epoch (as after a crash) writes nothing twice.
-    EventsWriter(layout, plan, event_spec(config, 7))(batch, 0)
+    # A replay of the same epoch (as after a crash, by a new writer that reads the ledger) writes nothing twice.
+    EventsWriter(layout, options, start_s)(batch, 0)
     assert spark.read.format("delta").load(str(layout.table("driver_events"))).count() == good.count()
     assert spark.read.format("delta").load(str(layout.table("discarded_events"))).count() == 4
     assert spark.read.format("delta").load(str(layout.table("batches"))).count() == 2
