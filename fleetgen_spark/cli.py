@@ -180,6 +180,8 @@ def _config(args: argparse.Namespace) -> Config:
 def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterator[Any]:
     """A Pipeline on a fresh session; on the way out the progress listener is removed before the
     session stops, or the JVM would call a Python listener that is gone (two stack traces)."""
+    from pyspark.sql import SparkSession
+
     from fleetgen_spark.pipeline import Pipeline, ProgressListener
     from fleetgen_spark.session import spark_session
 
@@ -187,6 +189,7 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     # A backfill shows its own progress; its per-batch records still go to the JSON logs.
     quiet = args.command == "backfill" and not args.verbose
     configure_logging(layout.root, stderr_level="WARNING" if quiet else "INFO")
+    owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
     spark = spark_session(args.master, app_name=f"fleetgen-{args.command}")
     listener = ProgressListener()
     spark.streams.addListener(listener)
@@ -194,7 +197,8 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
         yield Pipeline(spark, layout, config, **kwargs)
     finally:
         spark.streams.removeListener(listener)
-        spark.stop()
+        if owned:
+            spark.stop()
 
 
 def _just_closed(config: Config) -> datetime:
@@ -312,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, handler, kind) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, subparser=p)
         p.add_argument("--verbose", action="store_true", default=None, help="show Spark's log and every INFO line")
         if kind != PLAIN:
             _shared(p, kind)
@@ -338,7 +342,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse blames the top-level parser; name the command instead
+        args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
     prog = f"fleetgen {args.command}"
     try:
         args.verbose = parse_switch(

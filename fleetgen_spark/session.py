@@ -154,13 +154,15 @@ def _loopback_cluster(master: str | None) -> bool:
     return urlsplit(master).hostname in ("127.0.0.1", "localhost", "::1")
 
 
-def _quiet_conf(settings: dict[str, str]) -> None:
-    """Spark's log at ERROR through our log4j2 file, and the Delta jars as files instead of Ivy."""
+def _launch_conf(settings: dict[str, str], quiet: bool) -> None:
+    """For a JVM this process starts: the Delta jars as files instead of Ivy (both modes, so the
+    classpath never depends on verbosity) and, when quiet, Spark's log at ERROR via our file."""
     jars = delta_jars()
     if jars is not None:
         del settings["spark.jars.packages"]
         settings["spark.jars"] = ",".join(jars)
-    settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}"
+    if quiet:
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}"
 
 
 def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf: Any) -> SparkSession:
@@ -185,8 +187,8 @@ def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf:
     settings = base_conf()
     launching = "PYSPARK_GATEWAY_PORT" not in os.environ and SparkSession.getActiveSession() is None
     quiet = launching and not verbose()
-    if quiet:
-        _quiet_conf(settings)
+    if launching:
+        _launch_conf(settings, quiet)
     if os.environ.get("FLEETGEN_SPARK_UI") == "off":  # fleetgen --spark-ui off
         settings["spark.ui.enabled"] = "false"
     if _loopback_cluster(master):
