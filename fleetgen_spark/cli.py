@@ -108,28 +108,26 @@ def _check_token(value: str) -> None:
         )
 
 
-def _from_env(args: argparse.Namespace, dest: str, env: str, default: str) -> str:
-    """The flag's value when given, else the environment variable's, else the default; and its name."""
+def _setting(args: argparse.Namespace, dest: str, env: str, default: str) -> tuple[str, str]:
+    """The flag's value when given, else the environment variable's, else the default; with the
+    name to blame when the value is refused."""
     given = getattr(args, dest, None)
     if given is not None:
-        return str(given)
-    return os.environ.get(env) or default
+        return str(given), f"--{dest.replace('_', '-')}"
+    return os.environ.get(env) or default, env
 
 
 def _resolve(args: argparse.Namespace) -> None:
     """Check every flag and environment variable this command reads, before any work."""
-    names = {dest: (f"--{dest.replace('_', '-')}" if getattr(args, dest, None) is not None else env) for dest, env in (
-        ("port", "FLEETGEN_PORT"), ("host", "FLEETGEN_HOST"), ("data_dir", "FLEETGEN_DATA_DIR"),
-        ("spark_ui", "FLEETGEN_SPARK_UI"),
-    )}  # fmt: skip
     if hasattr(args, "port"):
-        args.port = parse_port(_from_env(args, "port", "FLEETGEN_PORT", str(DEFAULT_PORT)), names["port"])
-        args.host = parse_host(_from_env(args, "host", "FLEETGEN_HOST", DEFAULT_HOST), names["host"])
-        args.data_dir = _from_env(args, "data_dir", "FLEETGEN_DATA_DIR", "data")
+        args.port = parse_port(*_setting(args, "port", "FLEETGEN_PORT", str(DEFAULT_PORT)))
+        args.host = parse_host(*_setting(args, "host", "FLEETGEN_HOST", DEFAULT_HOST))
+        args.data_dir, name = _setting(args, "data_dir", "FLEETGEN_DATA_DIR", "data")
         if not args.data_dir.strip():
-            raise OptionError(f"{names['data_dir']} is empty: give a directory, e.g. --data-dir data")
-        args.spark_ui = parse_switch(_from_env(args, "spark_ui", "FLEETGEN_SPARK_UI", "on"), names["spark_ui"])
+            raise OptionError(f"{name} is empty: give a directory, e.g. --data-dir data")
         _check_token(os.environ.get("FLEETGEN_API_TOKEN", ""))
+    if hasattr(args, "spark_ui"):
+        args.spark_ui = parse_switch(*_setting(args, "spark_ui", "FLEETGEN_SPARK_UI", "on"))
     if getattr(args, "speedup", None) is not None:
         speed = parse_speedup(args.speedup)
         if speed is None and args.command in ("run", "onboard", "events"):
@@ -186,9 +184,8 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     from fleetgen_spark.session import spark_session
 
     layout = Layout(args.data_dir)
-    # A backfill shows its own progress; its per-batch records still go to the JSON logs.
-    quiet = args.command == "backfill" and not args.verbose
-    configure_logging(layout.root, stderr_level="WARNING" if quiet else "INFO")
+    # Per-batch records go to the JSON logs; the terminal gets them with --verbose only.
+    configure_logging(layout.root, stderr_level="INFO" if args.verbose else "WARNING")
     owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
     spark = spark_session(args.master, app_name=f"fleetgen-{args.command}")
     listener = ProgressListener()

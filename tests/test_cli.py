@@ -253,6 +253,24 @@ def test_progress_without_a_terminal_is_a_plain_line_with_rate_and_time_left(tmp
     assert "events/s" in lines[1] and "left" in lines[1]
 
 
+def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path) -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    manifest = tmp_path / "batch_manifest.json"
+    stream = Terminal()
+    progress = Progress(24, manifest, interval_s=900, first=1_762_560_000, stream=stream)
+    manifest.write_text(json.dumps({"total_events": 480}))
+    progress.update(_Query("2025-11-08T02:00:00Z"))
+    progress.close()
+    last = stream.getvalue().split("\r")[-1]
+    assert "8/24" in last and "33%" in last and "480 events" in last and "events/s" in last
+    assert "<" in last  # tqdm's elapsed<remaining
+
+
 def test_events_now_on_a_new_directory_says_nothing_has_closed(
     spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
