@@ -58,10 +58,10 @@ def parse_instant(value: str | datetime, option: str) -> datetime:
         parsed = parsed.astimezone(UTC)
     except OverflowError as err:  # 0001-01-01T00:00:00+01:00 has no UTC instant
         raise OptionError(f"option {option!r} = {value!r} is outside {iso(EARLIEST)}..{iso(LATEST)}") from err
-    if not EARLIEST <= parsed < LATEST:
+    if not EARLIEST <= parsed <= LATEST:  # LATEST itself: the offset of a clock that stopped there
         raise OptionError(
             f"option {option!r} = {value!r} is outside the instants fleetgen can simulate: "
-            f"from {iso(EARLIEST)} to before {iso(LATEST)}"
+            f"from {iso(EARLIEST)} to {iso(LATEST)}"
         )
     return parsed
 

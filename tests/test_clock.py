@@ -192,5 +192,6 @@ def test_parse_instant_accepts_1970_to_9999_only(text: str) -> None:
         parse_instant(text, "start")
 
 
-def test_parse_instant_accepts_the_epoch() -> None:
+def test_parse_instant_accepts_both_ends() -> None:
     assert parse_instant("1970-01-01T00:00:00Z", "start") == datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_instant(iso(LATEST), "offset") == LATEST  # where a stopped clock's offset stays
