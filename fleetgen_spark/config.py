@@ -17,6 +17,8 @@ from fleetgen_spark.exceptions import ConfigError
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_DURATION",
+    "MAX_EVENTS_PER_INTERVAL",
     "Config",
     "config_dirs",
     "format_duration",
@@ -29,6 +31,12 @@ EVENT_TYPES: tuple[str, ...] = ("start driving", "stopped driving", "delivered")
 DEFAULT_WEIGHTS: dict[str, float] = {"start driving": 0.40, "stopped driving": 0.35, "delivered": 0.25}
 DEFAULT_PRESET = "base"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# Durations must fit in the span the clock can hold (1970 to 9999, fleetgen_spark.clock).
+MAX_DURATION = timedelta(days=2_900_000)
+# number_of_companies x drivers_per_company x event_rate_per_driver: the expected events of one
+# interval once the fleet is complete. 10^8 is about 10 GB of rows per interval, far beyond what
+# one machine generates in an interval; a bigger product is almost always a typo.
+MAX_EVENTS_PER_INTERVAL = 10**8
 
 
 def parse_duration(value: object, field: str) -> timedelta:
@@ -39,11 +47,15 @@ def parse_duration(value: object, field: str) -> timedelta:
         raise ValueError(f"expected an ISO-8601 duration such as PT15M for {field}, got {value!r}")
     try:
         parsed = isodate.parse_duration(value.strip())
+    except OverflowError as err:  # timedelta's own limit, about 2.7 million years
+        raise ValueError(f"{value!r} is longer than {format_duration(MAX_DURATION)}") from err
     except (isodate.ISO8601Error, ValueError) as err:
         raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT15M or PT1H") from err
     if not isinstance(parsed, timedelta):
         # isodate returns a Duration for years and months, which have no fixed length.
         raise ValueError(f"{value!r} uses years or months; use days, hours, minutes or seconds")
+    if abs(parsed) > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than {format_duration(MAX_DURATION)} (the span the clock can hold)")
     return parsed
 
 
@@ -111,6 +123,17 @@ class Config(BaseModel):
         if abs(sum(value.values()) - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1, they sum to {sum(value.values()):g}")
         return {name: float(value.get(name, 0.0)) for name in EVENT_TYPES}
+
+    @model_validator(mode="after")
+    def _events_per_interval(self) -> Config:
+        product = self.number_of_companies * self.drivers_per_company * self.event_rate_per_driver
+        if product > MAX_EVENTS_PER_INTERVAL:
+            raise ValueError(
+                f"number_of_companies x drivers_per_company x event_rate_per_driver = {self.number_of_companies:,}"
+                f" x {self.drivers_per_company:,} x {self.event_rate_per_driver:g} = {product:,.0f} expected events"
+                f" per interval; at most {MAX_EVENTS_PER_INTERVAL:,} are allowed"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_per_onboarding(self) -> Config:
@@ -193,6 +216,8 @@ def _describe(error: ErrorDetails) -> str:
     if error["type"] == "missing":
         return f"field {field!r} is required"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule over several fields names them itself
+        return message
     return f"field {field!r} = {error['input']!r}: {message}"
 
 
