@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -142,6 +143,31 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fleetgen_spark.report import write_report
+    from fleetgen_spark.report_data import check_data_dir, read_inputs
+
+    layout = Layout(args.data_dir)
+    config = load_config(args.config).to_yaml_dict() if args.config else None
+    check_data_dir(layout, have_config=config is not None)  # before Spark starts: a wrong directory costs no JVM
+    inputs = read_inputs(_spark(args, "fleetgen-report"), layout, config)
+    result = write_report(inputs, Path(args.out) if args.out else layout.root / "report")
+    passed = sum(c.result == "PASS" for c in result.checks)
+    print(f"wrote {result.png} ({result.panels} panels) and {result.markdown}: {passed} passed, {result.failed} failed")
+    return 0
+
+
+def _add_report_command(sub: Any) -> None:
+    report = sub.add_parser("report", help="plot and check what a data directory holds against what was asked")
+    report.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
+    report.add_argument("--out", default=None, help="where report.png and report.md go (default: DATA_DIR/report)")
+    report.add_argument(
+        "--config", default=None, help="compare with this config instead of the one in manifests/dataset.md"
+    )
+    report.add_argument("--master", default=None, help="Spark master (default local[*])")
+    report.set_defaults(handler=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetgen", description="Realistic, reproducible trucking-fleet data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate-config", help="check a config file and print it parsed")
     validate.add_argument("file")
     validate.set_defaults(handler=cmd_validate_config)
+    _add_report_command(sub)
     _add_service_commands(sub)
     return parser
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "FleetGenError", "OptionError"]
+__all__ = ["ConfigError", "DataDirError", "FleetGenError", "OptionError"]
 
 
 class FleetGenError(ValueError):
@@ -15,3 +15,7 @@ class ConfigError(FleetGenError):
 
 class OptionError(FleetGenError):
     """A source option or command-line flag is unknown or has a bad value."""
+
+
+class DataDirError(FleetGenError):
+    """A data directory is missing, is not a fleetgen data directory, or has nothing to read yet."""

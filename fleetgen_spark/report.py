@@ -1,0 +1,586 @@
+"""The report's statistics and its Markdown: what was generated against what was asked.
+
+Pure numpy and pandas (no Spark): ``report_data`` reads a data directory into a
+``ReportInputs``, ``build_checks`` turns it into ``Check`` rows, ``report_plot`` draws the
+figure, and ``write_report`` writes ``report.png`` and ``report.md``. Every check uses the
+same significance level, ``ALPHA`` (0.001): a correct generator fails a check about once in
+a thousand reports, a wrong one fails it as soon as it has a few intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fleetgen_spark.config import DEFAULT_WEIGHTS, EVENT_TYPES, parse_duration
+
+__all__ = [
+    "ALPHA",
+    "Check",
+    "Expected",
+    "PoissonResult",
+    "ReportInputs",
+    "ReportResult",
+    "SharesResult",
+    "build_checks",
+    "chi2_sf",
+    "fraction_check",
+    "poisson_band",
+    "poisson_check",
+    "render_markdown",
+    "shares_check",
+    "write_report",
+]
+
+ALPHA = 0.001
+BAND_LEVEL = 1 - ALPHA
+# A bounded run drops the late and duplicate deliveries due after its end, so a realism share
+# also passes within this relative distance of what was asked.
+SHARE_SLACK = 0.10
+
+
+# --- distributions (the chi-square and Poisson functions a report needs; no scipy) ---
+
+
+def _gamma_p_series(a: float, x: float) -> float:
+    term = total = 1.0 / a
+    ap = a
+    for _ in range(100_000):
+        ap += 1.0
+        term *= x / ap
+        total += term
+        if abs(term) < abs(total) * 1e-15:
+            break
+    return total * math.exp(-x + a * math.log(x) - math.lgamma(a))
+
+
+def _gamma_q_fraction(a: float, x: float) -> float:
+    """Q(a, x) by Lentz's continued fraction (Numerical Recipes ``gcf``), for x >= a + 1."""
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = 1.0 / tiny
+    d = 1.0 / b
+    h = d
+    for i in range(1, 100_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return math.exp(-x + a * math.log(x) - math.lgamma(a)) * h
+
+
+def chi2_sf(x: float, df: float) -> float:
+    """P(X >= x) for a chi-square variable with ``df`` degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    if x <= 0:
+        return 1.0
+    a, half = df / 2.0, x / 2.0
+    if half < a + 1.0:
+        return max(0.0, 1.0 - _gamma_p_series(a, half))
+    return min(1.0, _gamma_q_fraction(a, half))
+
+
+def _normal_two_sided(z: float) -> float:
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+@lru_cache(maxsize=4096)
+def poisson_band(mu: float, level: float = BAND_LEVEL) -> tuple[int, int]:
+    """The central ``level`` interval [lo, hi] of Poisson(mu): P(X < lo) and P(X > hi) are each <= (1-level)/2."""
+    if mu <= 0:
+        return 0, 0
+    spread = 10.0 * math.sqrt(mu) + 10.0
+    ks = np.arange(max(0, math.floor(mu - spread)), math.ceil(mu + spread) + 1)
+    log_pmf = ks * math.log(mu) - mu - np.array([math.lgamma(k + 1.0) for k in ks])
+    cdf = np.cumsum(np.exp(log_pmf))
+    tail = (1.0 - level) / 2.0
+    lo = int(ks[int(np.searchsorted(cdf, tail, side="right"))])  # P(X <= lo - 1) <= tail
+    hi = int(ks[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")), len(ks) - 1)])
+    return lo, hi
+
+
+# --- checks ---
+
+
+@dataclass(frozen=True)
+class PoissonResult:
+    """Counts per interval against Poisson(expected): a mean test, a dispersion test and the band."""
+
+    intervals: int
+    observed_total: int
+    expected_total: float
+    mean_z: float
+    mean_p: float
+    dispersion: float  # sum((x - mu)^2 / mu): chi-square with `intervals` degrees of freedom
+    dispersion_p: float  # two-sided: too spread out or too regular both fail
+    inside_band: int
+    impossible: int  # events in an interval that expected none
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def passed(self) -> bool:
+        return self.impossible == 0 and self.mean_p >= ALPHA and self.dispersion_p >= ALPHA
+
+
+def poisson_check(observed: Sequence[int] | np.ndarray, expected: Sequence[float] | np.ndarray) -> PoissonResult:
+    """Whether per-interval counts look like independent Poisson draws with the expected means."""
+    x = np.asarray(observed, dtype=float)
+    mu = np.asarray(expected, dtype=float)
+    if x.shape != mu.shape:
+        raise ValueError(f"observed has {x.size} intervals, expected {mu.size}")
+    bands = [poisson_band(float(m)) for m in mu]
+    lo = np.array([b[0] for b in bands], dtype=float)
+    hi = np.array([b[1] for b in bands], dtype=float)
+    live = mu > 0
+    n = int(live.sum())
+    total_mu = float(mu.sum())
+    mean_z = (float(x.sum()) - total_mu) / math.sqrt(total_mu) if total_mu > 0 else 0.0
+    dispersion = float(((x[live] - mu[live]) ** 2 / mu[live]).sum())
+    if n > 0:
+        upper = chi2_sf(dispersion, n)
+        dispersion_p = min(1.0, 2.0 * min(upper, 1.0 - upper))
+    else:
+        dispersion_p = 1.0
+    return PoissonResult(
+        intervals=int(x.size),
+        observed_total=int(x.sum()),
+        expected_total=total_mu,
+        mean_z=mean_z,
+        mean_p=_normal_two_sided(mean_z) if total_mu > 0 else 1.0,
+        dispersion=dispersion,
+        dispersion_p=dispersion_p,
+        inside_band=int(((x >= lo) & (x <= hi)).sum()),
+        impossible=int(((~live) & (x > 0)).sum()),
+        lo=lo,
+        hi=hi,
+    )
+
+
+@dataclass(frozen=True)
+class SharesResult:
+    """Event-type counts against the weights: Pearson's chi-square goodness of fit."""
+
+    counts: dict[str, int]
+    weights: dict[str, float]
+    chi2: float
+    df: int
+    p: float
+    unexpected: tuple[str, ...]  # types seen that have weight 0 (or are not weighted at all)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def passed(self) -> bool:
+        return not self.unexpected and self.p >= ALPHA
+
+
+def shares_check(counts: Mapping[str, int], weights: Mapping[str, float]) -> SharesResult:
+    """Whether ``counts`` could be multinomial draws with probabilities ``weights``."""
+    names = list(weights) + sorted(set(counts) - set(weights))
+    full = {name: int(counts.get(name, 0)) for name in names}
+    total = sum(full.values())
+    unexpected = tuple(n for n in names if full[n] > 0 and weights.get(n, 0.0) <= 0)
+    weighted = [n for n in names if weights.get(n, 0.0) > 0]
+    chi2 = sum((full[n] - total * weights[n]) ** 2 / (total * weights[n]) for n in weighted) if total else 0.0
+    df = len(weighted) - 1
+    p = chi2_sf(chi2, df) if df > 0 and total > 0 else 1.0
+    return SharesResult(full, {n: float(weights.get(n, 0.0)) for n in names}, float(chi2), df, p, unexpected)
+
+
+@dataclass(frozen=True)
+class FractionResult:
+    """A count out of ``trials`` against the share that was asked (a binomial test with some slack)."""
+
+    count: int
+    trials: int
+    asked: float
+    p: float
+
+    @property
+    def share(self) -> float:
+        return self.count / self.trials if self.trials else 0.0
+
+    @property
+    def passed(self) -> bool:
+        if self.asked <= 0:
+            return self.count == 0
+        return self.p >= ALPHA or abs(self.share - self.asked) <= SHARE_SLACK * self.asked
+
+
+def fraction_check(count: int, trials: int, asked: float) -> FractionResult:
+    if asked <= 0 or trials <= 0 or asked >= 1:
+        return FractionResult(count, trials, asked, 1.0 if count == 0 or asked >= 1 else 0.0)
+    z = (count - trials * asked) / math.sqrt(trials * asked * (1 - asked))
+    return FractionResult(count, trials, asked, _normal_two_sided(z))
+
+
+# --- what the report reads and what it says ---
+
+
+def _in_type_order(weights: Mapping[str, Any]) -> dict[str, float]:
+    """Weights in the contract's order of event types (dataset.md stores them sorted by name)."""
+    names = [n for n in EVENT_TYPES if n in weights] + sorted(set(weights) - set(EVENT_TYPES))
+    return {n: float(weights[n]) for n in names}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What was asked: the config recorded in ``manifests/dataset.md`` (read leniently, so a
+    data directory written by a newer or older fleetgen still gets a report)."""
+
+    drivers_per_company: int
+    event_rate_per_driver: float
+    event_type_weights: dict[str, float]
+    interval_s: int
+    number_of_companies: int
+    late_fraction: float = 0.0
+    max_lateness_s: int = 1800
+    duplicate_fraction: float = 0.0
+    bad_record_fraction: float = 0.0
+    company_churn_rate: float = 0.0
+    event_model: str = "independent"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Expected:
+        def seconds(name: str, default: str) -> int:
+            return int(parse_duration(config.get(name) or default, name).total_seconds())
+
+        return cls(
+            drivers_per_company=int(config["drivers_per_company"]),
+            event_rate_per_driver=float(config["event_rate_per_driver"]),
+            event_type_weights=_in_type_order(config.get("event_type_weights") or DEFAULT_WEIGHTS),
+            interval_s=seconds("interval", "PT15M"),
+            number_of_companies=int(config["number_of_companies"]),
+            late_fraction=float(config.get("late_fraction") or 0.0),
+            max_lateness_s=seconds("max_lateness", "PT30M"),
+            duplicate_fraction=float(config.get("duplicate_fraction") or 0.0),
+            bad_record_fraction=float(config.get("bad_record_fraction") or 0.0),
+            company_churn_rate=float(config.get("company_churn_rate") or 0.0),
+            event_model=str(config.get("event_model") or "independent"),
+        )
+
+    @property
+    def per_company(self) -> float:
+        """Expected events per eligible company per interval."""
+        return self.drivers_per_company * self.event_rate_per_driver
+
+
+@dataclass
+class ReportInputs:
+    """Everything the report draws, as plain frames; None where a table or file does not exist yet."""
+
+    data_dir: str
+    expected: Expected
+    seed: int | None = None
+    start: str | None = None
+    # batch_id, interval_start, interval_end, event_count, generation_time, eligible_companies,
+    # total_companies [, late_events, duplicate_events, bad_records]
+    batches: pd.DataFrame | None = None
+    event_types: dict[str, int] | None = None
+    # interval start (epoch seconds) -> distinct events by event time (read only when late or
+    # duplicate rows exist)
+    event_time_counts: dict[int, int] | None = None
+    companies: pd.DataFrame | None = None  # time, onboarded, active (cumulative, one row per change)
+    companies_rows: int | None = None
+    active_from_history: bool = False
+    discards: dict[str, int] | None = None  # "source: reason" -> records
+    lateness_minutes: dict[int, int] | None = None  # whole minutes before interval_start -> late rows
+    lateness_max_s: float | None = None  # the latest delivery, in seconds after the timestamp
+    durations: pd.DataFrame | None = None  # from the logs: timestamp, duration_ms, intervals, events
+    missing: list[str] = field(default_factory=list)
+
+    def realism_column(self, name: str) -> int | None:
+        """The sum of a batches column that later versions add, or None when it does not exist."""
+        if self.batches is None or name not in self.batches.columns:
+            return None
+        return int(self.batches[name].fillna(0).sum())
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the report: a measured number, what was expected, the test and its result."""
+
+    panel: str
+    measured: str
+    expected: str
+    test: str
+    result: str  # PASS, FAIL, info or n/a
+
+    @property
+    def failed(self) -> bool:
+        return self.result == "FAIL"
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def interval_counts(inputs: ReportInputs) -> tuple[pd.DataFrame, str] | None:
+    """Per-interval observed and expected counts and where the counts come from, or None without batches.
+
+    With late or duplicate deliveries the delivered counts are not Poisson; the events are
+    then counted once each by the interval of their timestamp, leaving out the last
+    ``max_lateness`` (whose late deliveries a bounded run did not make).
+    """
+    if inputs.batches is None or inputs.batches.empty:
+        return None
+    frame = inputs.batches.sort_values("interval_start").reset_index(drop=True)
+    exp = inputs.expected
+    frame = frame.assign(expected=frame["eligible_companies"].astype(float) * exp.per_company)
+    messy = bool(inputs.realism_column("late_events")) or bool(inputs.realism_column("duplicate_events"))
+    if messy and inputs.event_time_counts is not None:
+        settled_end = frame["interval_end"].max() - pd.Timedelta(seconds=exp.max_lateness_s)
+        frame = frame[frame["interval_end"] <= settled_end]
+        counts = inputs.event_time_counts
+        observed = [int(counts.get(int(pd.Timestamp(t).timestamp()), 0)) for t in frame["interval_start"]]
+        return frame.assign(observed=observed), "distinct events by event-time interval"
+    return frame.assign(observed=frame["event_count"].astype(int)), "batches.event_count"
+
+
+def _poisson_checks(inputs: ReportInputs) -> list[Check]:
+    panel = "events per interval"
+    found = interval_counts(inputs)
+    if found is None:
+        return [Check(panel, "no intervals yet", "-", "-", "n/a")]
+    frame, source = found
+    if inputs.expected.event_model != "independent":
+        return [Check(panel, f"{int(frame['observed'].sum())} events", "-", "drivers emit only on duty", "n/a")]
+    res = poisson_check(frame["observed"].to_numpy(), frame["expected"].to_numpy())
+    mean = Check(
+        f"{panel}: total",
+        f"{res.observed_total} events in {res.intervals} intervals ({source})",
+        f"{res.expected_total:.0f} = sum(eligible_companies) x {inputs.expected.drivers_per_company} drivers "
+        f"x {inputs.expected.event_rate_per_driver:g}",
+        f"z = {res.mean_z:+.2f}, p = {res.mean_p:.3g}"
+        + (f"; {res.impossible} intervals with events but nobody eligible" if res.impossible else ""),
+        _verdict(res.mean_p >= ALPHA and res.impossible == 0),
+    )
+    live = int((frame["expected"] > 0).sum())
+    spread = Check(
+        f"{panel}: spread",
+        f"{res.inside_band} of {res.intervals} inside the 99.9% Poisson band",
+        f"variance = mean (index of dispersion ~ chi2({live}))",
+        f"dispersion = {res.dispersion:.1f}, p = {res.dispersion_p:.3g}",
+        _verdict(res.dispersion_p >= ALPHA and res.impossible == 0),
+    )
+    return [mean, spread]
+
+
+def _shares_check(inputs: ReportInputs) -> Check:
+    panel = "event-type shares"
+    if not inputs.event_types:
+        return Check(panel, "no events yet", "-", "-", "n/a")
+    res = shares_check(inputs.event_types, inputs.expected.event_type_weights)
+    measured = ", ".join(f"{n} {c / max(res.total, 1):.3f}" for n, c in res.counts.items())
+    expected = ", ".join(f"{n} {w:g}" for n, w in res.weights.items())
+    test = f"chi2 = {res.chi2:.1f}, df = {res.df}, p = {res.p:.3g}"
+    if res.unexpected:
+        test += f"; types with no weight seen: {', '.join(res.unexpected)}"
+    return Check(panel, measured, expected, test, _verdict(res.passed))
+
+
+def onboarded_before(companies: pd.DataFrame, moments: pd.Series) -> np.ndarray:
+    """Companies with ``created_at < moment`` for each moment, from the cumulative companies frame."""
+    times = companies["time"].to_numpy()
+    idx = np.searchsorted(times, moments.to_numpy(), side="left")
+    onboarded = companies["onboarded"].to_numpy()
+    return np.where(idx > 0, onboarded[np.maximum(idx - 1, 0)], 0)
+
+
+def _companies_check(inputs: ReportInputs) -> Check:
+    panel = "companies over time"
+    if inputs.companies is None or inputs.companies_rows is None:
+        return Check(panel, "no companies table yet", "-", "-", "n/a")
+    most = inputs.expected.number_of_companies
+    total = int(inputs.companies["onboarded"].iloc[-1]) if not inputs.companies.empty else 0
+    active = int(inputs.companies["active"].iloc[-1]) if not inputs.companies.empty else 0
+    measured = f"{total} onboarded, {active} active"
+    expected = f"<= {most} (number_of_companies)"
+    if inputs.batches is None or inputs.batches.empty:
+        return Check(panel, measured, expected, f"fleet size {total}", _verdict(total <= most))
+    table = onboarded_before(inputs.companies, inputs.batches["interval_end"])
+    differ = int((table != inputs.batches["total_companies"].to_numpy()).sum())
+    test = f"created_at < interval_end matches batches.total_companies in {len(table) - differ} of {len(table)}"
+    return Check(panel, measured, expected, test, _verdict(differ == 0 and total <= most))
+
+
+def _durations_check(inputs: ReportInputs) -> Check:
+    panel = "micro-batch durations"
+    if inputs.durations is None or inputs.durations.empty:
+        return Check(panel, "no 'micro-batch done' records in manifests/logs", "-", "-", "n/a")
+    ms = inputs.durations["duration_ms"].astype(float)
+    intervals = inputs.durations["intervals"].astype(float)
+    measured = (
+        f"{len(ms)} micro-batches: median {ms.median() / 1000:.2f} s, p95 {ms.quantile(0.95) / 1000:.2f} s, "
+        f"max {ms.max() / 1000:.2f} s"
+    )
+    per_interval = (ms.sum() / 1000) / max(intervals.sum(), 1)
+    return Check(panel, measured, "-", f"{per_interval:.3f} s per interval (from the JSON logs)", "info")
+
+
+def _discards_check(inputs: ReportInputs) -> Check:
+    panel = "discards by reason"
+    if inputs.discards is None:
+        return Check(panel, "no discarded_events table yet", "-", "-", "n/a")
+    events = sum(n for k, n in inputs.discards.items() if k.startswith("events:"))
+    measured = ", ".join(f"{k} {n}" for k, n in sorted(inputs.discards.items())) or "none"
+    bad = inputs.realism_column("bad_records")
+    if bad is not None:
+        return Check(
+            panel, measured, f"{bad} = sum(batches.bad_records)", "event discards equal", _verdict(events == bad)
+        )
+    if inputs.expected.bad_record_fraction <= 0:
+        return Check(
+            panel, measured, "0 event discards (bad_record_fraction 0)", "none expected", _verdict(events == 0)
+        )
+    return Check(panel, measured, "-", "batches has no bad_records column", "info")
+
+
+def _realism_checks(inputs: ReportInputs) -> list[Check]:
+    """Late, duplicate and bad shares against what was asked, when the knob or its column is nonzero."""
+    exp = inputs.expected
+    checks: list[Check] = []
+    total = int(inputs.batches["event_count"].sum()) if inputs.batches is not None else 0
+    unique = total - (inputs.realism_column("duplicate_events") or 0)
+    for name, column, asked, trials in (
+        ("late share", "late_events", exp.late_fraction, total),
+        ("duplicate share", "duplicate_events", exp.duplicate_fraction, unique),
+        ("bad-record share", "bad_records", exp.bad_record_fraction, unique),
+    ):
+        count = inputs.realism_column(column)
+        if not asked and not count:
+            continue
+        if count is None:
+            checks.append(Check(name, f"batches has no {column} column", f"{asked:g}", "-", "n/a"))
+            continue
+        res = fraction_check(count, trials, asked)
+        checks.append(
+            Check(
+                name,
+                f"{res.share:.4f} ({count} of {trials})",
+                f"{asked:g}",
+                f"binomial p = {res.p:.3g} (or within {SHARE_SLACK:.0%} of asked)",
+                _verdict(res.passed),
+            )
+        )
+    if inputs.realism_column("late_events") and inputs.lateness_max_s is not None:
+        worst, limit = inputs.lateness_max_s, exp.max_lateness_s
+        measured = f"latest {worst / 60:.1f} min after its timestamp"
+        expected = f"<= {limit / 60:g} min (max_lateness)"
+        checks.append(Check("lateness", measured, expected, "max", _verdict(worst <= limit)))
+    return checks
+
+
+def build_checks(inputs: ReportInputs) -> list[Check]:
+    """Every row of the report, in the order of the figure's panels."""
+    return [
+        *_poisson_checks(inputs),
+        _shares_check(inputs),
+        _companies_check(inputs),
+        _durations_check(inputs),
+        _discards_check(inputs),
+        *_realism_checks(inputs),
+    ]
+
+
+def numbers(inputs: ReportInputs) -> list[tuple[str, int]]:
+    """The tables' own counts, as the report states them (a test compares them with Spark's)."""
+    found: list[tuple[str, int]] = []
+    if inputs.batches is not None:
+        found += [("intervals", len(inputs.batches)), ("events", int(inputs.batches["event_count"].sum()))]
+        for column in ("late_events", "duplicate_events", "bad_records"):
+            value = inputs.realism_column(column)
+            if value is not None:
+                found.append((column, value))
+    if inputs.event_types is not None:
+        found += [(f"events: {name}", count) for name, count in sorted(inputs.event_types.items())]
+    if inputs.companies_rows is not None:
+        found.append(("companies", inputs.companies_rows))
+    if inputs.discards is not None:
+        found.append(("discarded records", sum(inputs.discards.values())))
+    if inputs.durations is not None:
+        found.append(("micro-batches logged", len(inputs.durations)))
+    return found
+
+
+def render_markdown(inputs: ReportInputs, checks: Sequence[Check], png_name: str = "report.png") -> str:
+    failed = sum(c.failed for c in checks)
+    passed = sum(c.result == "PASS" for c in checks)
+    exp = inputs.expected
+    lines = [
+        f"# fleetgen report: {inputs.data_dir}",
+        "",
+        f"Written {datetime.now(timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z')}. "
+        f"Seed {inputs.seed}, start {inputs.start}. Expected values come from the config recorded in "
+        "manifests/dataset.md: "
+        f"{exp.drivers_per_company} drivers per company, {exp.event_rate_per_driver:g} events per driver "
+        f"per interval of {exp.interval_s // 60} min, up to {exp.number_of_companies} companies.",
+        "",
+        f"**{passed} passed, {failed} failed** (significance level {ALPHA:g}).",
+        "",
+        f"![report]({png_name})",
+        "",
+        "## Checks",
+        "",
+        "| panel | measured | expected | test | result |",
+        "|---|---|---|---|---|",
+        *(f"| {c.panel} | {c.measured} | {c.expected} | {c.test} | {c.result} |" for c in checks),
+        "",
+        "## Numbers",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in numbers(inputs)),
+        "",
+    ]
+    if inputs.missing:
+        lines += ["## Not in this data directory yet", "", *(f"- {m}" for m in inputs.missing), ""]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What ``write_report`` wrote: the two files, the figure's panel count and the checks."""
+
+    png: Path
+    markdown: Path
+    panels: int
+    checks: tuple[Check, ...]
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.checks)
+
+
+def write_report(inputs: ReportInputs, out_dir: Path) -> ReportResult:
+    """Write ``report.png`` and ``report.md`` into ``out_dir`` (created if needed)."""
+    from fleetgen_spark.report_plot import draw_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checks = build_checks(inputs)
+    png = out_dir / "report.png"
+    panels = draw_report(inputs, checks, png)
+    markdown = out_dir / "report.md"
+    tmp = markdown.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(inputs, checks, png.name), encoding="utf-8")
+    tmp.replace(markdown)
+    return ReportResult(png, markdown, panels, tuple(checks))
