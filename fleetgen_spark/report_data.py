@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -168,6 +169,14 @@ def _timed(progress: Progress, what: str, read: Callable[[], str]) -> None:
     progress(f"read {what}: {said} ({time.monotonic() - began:.1f} s)")
 
 
+def _shown(root: Path) -> str:
+    """The data directory as a reader knows it: relative to the working directory when inside it."""
+    try:
+        return str(root.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(root)
+
+
 def read_inputs(
     spark: SparkSession,
     layout: Layout,
@@ -179,7 +188,7 @@ def read_inputs(
     dataset: Dataset | None = _read_dataset(layout.dataset_md) if layout.dataset_md.is_file() else None
     asked = config if config is not None else dataset.config if dataset is not None else {}
     inputs = ReportInputs(
-        data_dir=str(layout.root),
+        data_dir=_shown(layout.root),
         expected=Expected.from_config(asked),
         seed=dataset.seed if dataset else None,
         start=iso(dataset.start) if dataset else None,

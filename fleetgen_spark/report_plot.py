@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from fleetgen_spark.report import Check, ReportInputs, interval_counts, poisson_band
+from fleetgen_spark.report import Check, ReportInputs, interval_counts
+from fleetgen_spark.stats import poisson_band
 
 __all__ = ["draw_report", "panel_names"]
 
