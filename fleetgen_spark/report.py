@@ -102,6 +102,7 @@ class ReportInputs:
     lateness_minutes: dict[int, int] | None = None  # whole minutes before interval_start -> late rows
     lateness_max_s: float | None = None  # the latest delivery, in seconds after the timestamp
     durations: pd.DataFrame | None = None  # from the logs: timestamp, duration_ms, intervals, events
+    shifts: pd.DataFrame | None = None  # event_model shift: one row per shift: on_duty_s, driving_s, violations
     missing: list[str] = field(default_factory=list)
 
     def realism_column(self, name: str) -> int | None:
@@ -286,6 +287,26 @@ def _realism_checks(inputs: ReportInputs) -> list[Check]:
     return checks
 
 
+# The US hours-of-service limits that the shift model promises (see DESIGN, Realism).
+OFF_DUTY_S, MAX_DRIVING_S, MAX_ON_DUTY_S = 10 * 3600, 11 * 3600, 14 * 3600
+
+
+def _shifts_check(inputs: ReportInputs) -> list[Check]:
+    if inputs.expected.event_model != "shift":
+        return []
+    panel = "shift lengths"
+    if inputs.shifts is None or inputs.shifts.empty:
+        return [Check(panel, "no shifts in driver_events yet", "-", "-", "n/a")]
+    frame = inputs.shifts
+    on_duty, driving = float(frame["on_duty_s"].max()), float(frame["driving_s"].max())
+    bad = int(frame["violations"].sum())
+    measured = f"{len(frame)} shifts: longest {on_duty / 3600:.1f} h on duty, {driving / 3600:.1f} h driving"
+    expected = f"<= {MAX_ON_DUTY_S // 3600} h on duty, <= {MAX_DRIVING_S // 3600} h driving, start/stop alternate"
+    test = f"{bad} events out of order (a gap of {OFF_DUTY_S // 3600} h or more separates shifts)"
+    passed = on_duty <= MAX_ON_DUTY_S and driving <= MAX_DRIVING_S and bad == 0
+    return [Check(panel, measured, expected, test, _verdict(passed))]
+
+
 def build_checks(inputs: ReportInputs) -> list[Check]:
     """Every row of the report, in the order of the figure's panels."""
     return [
@@ -295,6 +316,7 @@ def build_checks(inputs: ReportInputs) -> list[Check]:
         _durations_check(inputs),
         _discards_check(inputs),
         *_realism_checks(inputs),
+        *_shifts_check(inputs),
     ]
 
 
@@ -315,6 +337,8 @@ def numbers(inputs: ReportInputs) -> list[tuple[str, int]]:
         found.append(("discarded records", sum(inputs.discards.values())))
     if inputs.durations is not None:
         found.append(("micro-batches logged", len(inputs.durations)))
+    if inputs.shifts is not None:
+        found.append(("shifts", len(inputs.shifts)))
     return found
 
 

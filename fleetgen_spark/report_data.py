@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fleetgen_spark.appends import has_commits
@@ -24,9 +24,9 @@ from fleetgen_spark.clock import iso
 from fleetgen_spark.dataset import Dataset, _read_dataset
 from fleetgen_spark.exceptions import DataDirError
 from fleetgen_spark.manifests import Layout
-from fleetgen_spark.report import Expected, ReportInputs
+from fleetgen_spark.report import OFF_DUTY_S, Expected, ReportInputs
 
-__all__ = ["TABLES", "check_data_dir", "read_durations", "read_inputs"]
+__all__ = ["TABLES", "check_data_dir", "read_durations", "read_inputs", "shift_summary"]
 
 TABLES = ("batches", "driver_events", "companies", "discarded_events")
 Progress = Callable[[str], None]
@@ -92,10 +92,46 @@ def _read_events(spark: SparkSession, layout: Layout, inputs: ReportInputs) -> N
         found = rows.collect()
         inputs.lateness_minutes = {int(r["m"]): int(r["n"]) for r in found}
         inputs.lateness_max_s = max((float(r["x"]) for r in found), default=None)
+    if inputs.expected.event_model == "shift":
+        inputs.shifts = shift_summary(events)
 
 
-def _cumulative(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame.sort_values("time")[column].cumsum()
+def shift_summary(events: DataFrame) -> pd.DataFrame:
+    """One row per driver shift (driver_id, on_duty_s, driving_s, violations) of the shift event model.
+
+    A gap of ``OFF_DUTY_S`` or more while stopped separates two shifts. Driving
+    time runs from a ``start driving`` to the driver's next event; a violation is an event
+    that breaks the duty cycle: ``start driving`` while driving, ``stopped driving`` while
+    stopped, ``delivered`` while driving. The first event of a shift is not judged (the
+    data may begin in the middle of one).
+    """
+    by_time = Window.partitionBy("driver_id").orderBy("timestamp", "event_id")
+    before = by_time.rowsBetween(Window.unboundedPreceding, -1)
+    moves = F.when(F.col("event_type").isin("start driving", "stopped driving"), F.col("event_type"))
+    seconds = F.unix_micros("timestamp") / 1e6
+    rows = (
+        events.dropDuplicates(["event_id"])
+        .select("driver_id", "event_id", "event_type", "timestamp", seconds.alias("t"))
+        .withColumn("gap", F.col("t") - F.lag("t").over(by_time))
+        .withColumn("state", F.last(moves, ignorenulls=True).over(before))  # the last move before this event
+    )
+    driving = F.col("state") == "start driving"
+    # A long gap while driving is a long drive, not a rest: it does not end the shift.
+    new = F.col("gap").isNull() | ((F.col("gap") >= OFF_DUTY_S) & ~F.coalesce(driving, F.lit(False)))
+    rows = rows.withColumn("new", new.cast("int")).withColumn(
+        "shift", F.sum("new").over(by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    )
+    violation = (
+        (driving & F.col("event_type").isin("start driving", "delivered"))
+        | ((F.col("state") == "stopped driving") & (F.col("event_type") == "stopped driving"))
+    ) & (F.col("new") == 0)
+    summary = rows.groupBy("driver_id", "shift").agg(
+        (F.max("t") - F.min("t")).alias("on_duty_s"),
+        F.sum(F.when(driving & (F.col("new") == 0), F.col("gap")).otherwise(0.0)).alias("driving_s"),
+        F.sum(violation.cast("int")).alias("violations"),
+    )
+    frame: pd.DataFrame = summary.toPandas()
+    return frame
 
 
 def _read_companies(spark: SparkSession, layout: Layout, inputs: ReportInputs, history: bool) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from fleetgen_spark.report import Check, ReportInputs, interval_counts
+from fleetgen_spark.report import MAX_DRIVING_S, MAX_ON_DUTY_S, Check, ReportInputs, interval_counts
 from fleetgen_spark.stats import poisson_band
 
 __all__ = ["draw_report", "panel_names"]
@@ -198,6 +198,21 @@ def _realism_shares(ax: Axes, inputs: ReportInputs) -> None:
     ax.tick_params(axis="y", labelsize=8)
 
 
+def _shifts(ax: Axes, inputs: ReportInputs) -> None:
+    if inputs.shifts is None or inputs.shifts.empty:
+        _empty(ax, "no shifts in driver_events yet")
+        return
+    bins = [h / 2 for h in range(0, 33)]
+    ax.hist(inputs.shifts["on_duty_s"] / 3600, bins=bins, color=OBSERVED, alpha=0.6, label="on duty")
+    ax.hist(inputs.shifts["driving_s"] / 3600, bins=bins, color="#bf8700", alpha=0.6, label="driving")
+    ax.axvline(MAX_ON_DUTY_S / 3600, color=OBSERVED, ls="--", lw=1.2, label="14 h on-duty limit")
+    ax.axvline(MAX_DRIVING_S / 3600, color="#bf8700", ls="--", lw=1.2, label="11 h driving limit")
+    ax.set_xlabel("hours per shift", fontsize=8)
+    ax.set_ylabel("shifts", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=8)
+
+
 def _has_realism(inputs: ReportInputs) -> bool:
     exp = inputs.expected
     asked = exp.late_fraction or exp.duplicate_fraction or exp.bad_record_fraction
@@ -219,6 +234,8 @@ def panel_names(inputs: ReportInputs) -> list[tuple[str, tuple[str, ...], Panel]
         panels.append(("Lateness vs max_lateness", ("lateness",), _lateness))
     if _has_realism(inputs):
         panels.append(("Realism shares vs asked", _REALISM, _realism_shares))
+    if inputs.expected.event_model == "shift":
+        panels.append(("Shift lengths vs hours of service", ("shift lengths",), _shifts))
     return panels
 
 

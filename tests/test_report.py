@@ -21,7 +21,7 @@ from fleetgen_spark.logs import configure_logging
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.report import Expected, ReportInputs, build_checks, render_markdown, write_report
-from fleetgen_spark.report_data import read_inputs
+from fleetgen_spark.report_data import read_inputs, shift_summary
 from fleetgen_spark.stats import ALPHA, chi2_sf, fraction_check, poisson_band, poisson_check, shares_check
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
@@ -188,6 +188,47 @@ def test_weights_recorded_differently_make_the_report_say_fail() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| event-type shares"))
     assert row.endswith("| FAIL |")
     assert "**4 passed, 1 failed**" in text
+
+
+def _shift_events(spark: SparkSession):  # type: ignore[no-untyped-def]
+    """Driver A keeps the hours of service over two shifts; driver B drives too long and starts twice."""
+    day = START.replace(tzinfo=None)
+    rows = [
+        ("A", "start driving", 0),
+        ("A", "stopped driving", 240),
+        ("A", "delivered", 250),
+        ("A", "start driving", 270),
+        ("A", "stopped driving", 540),  # 9 h on duty, 8.5 h driving; then 11 h off duty
+        ("A", "start driving", 1200),
+        ("A", "stopped driving", 1320),
+        ("B", "start driving", 0),
+        ("B", "stopped driving", 720),  # 12 h driving (a long drive, not a rest)
+        ("B", "delivered", 725),
+        ("B", "start driving", 730),
+        ("B", "start driving", 740),  # already driving
+        ("B", "stopped driving", 900),  # 15 h on duty
+    ]
+    return spark.createDataFrame(
+        [(f"e{i}", d, t, day + timedelta(minutes=m)) for i, (d, t, m) in enumerate(rows)],
+        "event_id STRING, driver_id STRING, event_type STRING, timestamp TIMESTAMP",
+    )
+
+
+def test_shift_lengths_against_the_hours_of_service(spark: SparkSession, tmp_path: Path) -> None:
+    frame = shift_summary(_shift_events(spark)).sort_values(["driver_id", "shift"])
+    assert frame["driver_id"].tolist() == ["A", "A", "B"]
+    assert (frame["on_duty_s"] / 60).tolist() == [540, 120, 900]
+    assert (frame["driving_s"] / 60).tolist() == [510, 120, 720 + 10 + 160]
+    assert frame["violations"].tolist() == [0, 0, 1]
+
+    inputs = _synthetic(_expected(event_model="shift"))
+    inputs.shifts = frame
+    (check,) = [c for c in build_checks(inputs) if c.panel == "shift lengths"]
+    assert check.result == "FAIL" and "15.0 h on duty" in check.measured
+    inputs.shifts = frame[frame["driver_id"] == "A"]
+    (check,) = [c for c in build_checks(inputs) if c.panel == "shift lengths"]
+    assert check.result == "PASS"
+    assert write_report(inputs, tmp_path).panels == 7
 
 
 # --- a real backfill, then the report read through Spark ---
