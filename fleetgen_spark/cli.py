@@ -145,13 +145,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from fleetgen_spark.report import write_report
-    from fleetgen_spark.report_data import check_data_dir, read_inputs
+    from fleetgen_spark.report_data import asked, check_data_dir, read_inputs
 
     layout = Layout(args.data_dir)
     config = load_config(args.config).to_yaml_dict() if args.config else None
     check_data_dir(layout, have_config=config is not None)  # before Spark starts: a wrong directory costs no JVM
+    asked(layout, config)
     inputs = read_inputs(_spark(args, "fleetgen-report"), layout, config)
-    result = write_report(inputs, Path(args.out) if args.out else layout.root / "report")
+    out = Path(args.out) if args.out else layout.root / "report"
+    try:
+        result = write_report(inputs, out)
+    except OSError as err:
+        raise OptionError(f"--out {out}: cannot write the report ({err.strerror or err})") from err
     passed = sum(c.result == "PASS" for c in result.checks)
     print(f"wrote {result.png} ({result.panels} panels) and {result.markdown}: {passed} passed, {result.failed} failed")
     return 0

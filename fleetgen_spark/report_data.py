@@ -22,11 +22,11 @@ from pyspark.sql import functions as F
 from fleetgen_spark.appends import has_commits
 from fleetgen_spark.clock import iso
 from fleetgen_spark.dataset import Dataset, _read_dataset
-from fleetgen_spark.exceptions import DataDirError
+from fleetgen_spark.exceptions import DataDirError, FleetGenError
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.report import OFF_DUTY_S, Expected, ReportInputs
 
-__all__ = ["TABLES", "check_data_dir", "read_durations", "read_inputs", "shift_summary"]
+__all__ = ["TABLES", "asked", "check_data_dir", "read_durations", "read_inputs", "shift_summary"]
 
 TABLES = ("batches", "driver_events", "companies", "discarded_events")
 Progress = Callable[[str], None]
@@ -205,6 +205,22 @@ def _timed(progress: Progress, what: str, read: Callable[[], str]) -> None:
     progress(f"read {what}: {said} ({time.monotonic() - began:.1f} s)")
 
 
+def asked(layout: Layout, config: Mapping[str, Any] | None = None) -> tuple[Dataset | None, Expected]:
+    """The data directory's record and what it asked for (``config`` instead of the recorded one when given)."""
+    dataset: Dataset | None = None
+    try:
+        if layout.dataset_md.is_file():
+            dataset = _read_dataset(layout.dataset_md)
+        return dataset, Expected.from_config(config if config is not None else dataset.config if dataset else {})
+    except FleetGenError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataDirError(
+            f"{layout.dataset_md}: cannot read the recorded config ({type(err).__name__}: {err}); "
+            "pass --config with the config this directory was generated with"
+        ) from err
+
+
 def _shown(root: Path) -> str:
     """The data directory as a reader knows it: relative to the working directory when inside it."""
     try:
@@ -221,11 +237,10 @@ def read_inputs(
 ) -> ReportInputs:
     """Read what the report needs from ``layout``; ``config`` replaces the recorded one when given."""
     check_data_dir(layout, have_config=config is not None)
-    dataset: Dataset | None = _read_dataset(layout.dataset_md) if layout.dataset_md.is_file() else None
-    asked = config if config is not None else dataset.config if dataset is not None else {}
+    dataset, expected = asked(layout, config)
     inputs = ReportInputs(
         data_dir=_shown(layout.root),
-        expected=Expected.from_config(asked),
+        expected=expected,
         seed=dataset.seed if dataset else None,
         start=iso(dataset.start) if dataset else None,
     )

@@ -339,6 +339,7 @@ def test_a_half_written_directory_reports_what_exists(spark: SparkSession, backf
         ("empty", "is not a fleetgen data directory"),
         ("dataset only", "has no tables yet"),
         ("table without commits", "has no tables yet"),
+        ("dataset.md without a config", "cannot read the recorded config"),
     ],
 )
 def test_a_directory_with_nothing_to_report_is_refused_in_one_line(
@@ -347,11 +348,15 @@ def test_a_directory_with_nothing_to_report_is_refused_in_one_line(
     data_dir = tmp_path / "data"
     if setup != "missing":
         data_dir.mkdir()
-    if setup in ("dataset only", "table without commits"):
+    if setup in ("dataset only", "table without commits", "dataset.md without a config"):
         (data_dir / "manifests").mkdir()
         (data_dir / "manifests" / "dataset.md").write_text("# fleetgen dataset\n", encoding="utf-8")
-    if setup == "table without commits":
+    if setup in ("table without commits", "dataset.md without a config"):
         (data_dir / "delta" / "batches" / "_delta_log").mkdir(parents=True)
+    if setup == "dataset.md without a config":  # refused before Spark starts, so a commit file's name is enough
+        (data_dir / "delta" / "batches" / "_delta_log" / f"{0:020d}.json").write_text("{}\n", encoding="utf-8")
+        block = '```json\n{"seed": 1, "start": "2025-11-08T00:00:00Z", "created_at": "x", "config": {}}\n```\n'
+        (data_dir / "manifests" / "dataset.md").write_text(block, encoding="utf-8")
     assert main(["report", "--data-dir", str(data_dir)]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
