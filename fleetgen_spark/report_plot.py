@@ -1,4 +1,9 @@
-"""The report's figure: a grid of small plots, one per check, drawn headless (Agg)."""
+"""The report's figure: a grid of small plots, one per check, drawn headless.
+
+Built on ``matplotlib.figure.Figure`` rather than pyplot: no display and no global backend
+switch (a notebook that imports this keeps its inline plots); ``savefig`` renders the PNG
+with Agg.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,10 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display needed, before pyplot is imported
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from fleetgen_spark.report import MAX_DRIVING_S, MAX_ON_DUTY_S, Check, ReportInputs, interval_counts
 from fleetgen_spark.stats import poisson_band
@@ -244,23 +245,20 @@ def draw_report(inputs: ReportInputs, checks: Sequence[Check], path: Path) -> in
     panels = panel_names(inputs)
     cols = 3
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.4 * rows), dpi=90, squeeze=False)
-    try:
-        flat = list(axes.ravel())
-        for ax, (title, prefixes, draw) in zip(flat, panels, strict=False):
-            draw(ax, inputs)
-            _title(ax, title, checks, prefixes)
-            ax.grid(alpha=0.3)
-        for ax in flat[len(panels) :]:
-            fig.delaxes(ax)
-        failed = sum(c.failed for c in checks)
-        fig.suptitle(
-            f"fleetgen report: {inputs.data_dir}  ({sum(c.result == 'PASS' for c in checks)} passed, {failed} failed)",
-            fontsize=11,
-            color=_COLORS["FAIL"] if failed else "black",
-        )
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-        return len(fig.axes)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(5.0 * cols, 3.4 * rows), dpi=90)
+    flat = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax, (title, prefixes, draw) in zip(flat, panels, strict=False):
+        draw(ax, inputs)
+        _title(ax, title, checks, prefixes)
+        ax.grid(alpha=0.3)
+    for ax in flat[len(panels) :]:
+        fig.delaxes(ax)
+    failed = sum(c.failed for c in checks)
+    fig.suptitle(
+        f"fleetgen report: {inputs.data_dir}  ({sum(c.result == 'PASS' for c in checks)} passed, {failed} failed)",
+        fontsize=11,
+        color=_COLORS["FAIL"] if failed else "black",
+    )
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return len(fig.axes)
