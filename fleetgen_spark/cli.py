@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
@@ -268,6 +269,44 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fleetgen_spark.report import write_report
+    from fleetgen_spark.report_data import asked, check_data_dir, read_inputs
+
+    layout = Layout(args.data_dir)
+    config = load_config(args.config).to_yaml_dict() if args.config else None
+    check_data_dir(layout, have_config=config is not None)  # before Spark starts: a wrong directory costs no JVM
+    asked(layout, config)
+    from pyspark.sql import SparkSession
+
+    from fleetgen_spark.session import spark_session
+
+    owned = SparkSession.getActiveSession() is None
+    spark = spark_session(args.master, app_name="fleetgen-report")
+    try:
+        inputs = read_inputs(spark, layout, config)
+    finally:
+        if owned:
+            spark.stop()
+    out = Path(args.out) if args.out else layout.root / "report"
+    try:
+        result = write_report(inputs, out)
+    except OSError as err:
+        raise OptionError(f"--out {out}: cannot write the report ({err.strerror or err})") from err
+    passed = sum(c.result == "PASS" for c in result.checks)
+    print(f"wrote {result.png} ({result.panels} panels) and {result.markdown}: {passed} passed, {result.failed} failed")
+    return 0
+
+
+def _add_report_arguments(report: argparse.ArgumentParser) -> None:
+    report.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
+    report.add_argument("--out", default=None, help="where report.png and report.md go (default: DATA_DIR/report)")
+    report.add_argument(
+        "--config", default=None, help="compare with this config instead of the one in manifests/dataset.md"
+    )
+    report.add_argument("--master", default=None, help="Spark master (default local[*])")
+
+
 # -- the command table ----------------------------------------------------------------------------
 
 SPARK, SERVICE, CLIENT, PLAIN = "spark", "service", "client", "plain"
@@ -284,6 +323,7 @@ COMMANDS: dict[str, tuple[str, Handler, str]] = {
     "resume": ("generate again, catching up what was missed (POST /resume)", cmd_resume, CLIENT),
     "clean": ("remove tables, checkpoints and manifests of a paused service (POST /clean)", cmd_clean, CLIENT),
     "logs": ("show the service's log records, oldest first (GET /logs)", cmd_logs, CLIENT),
+    "report": ("plot and check what a data directory holds against what was asked", cmd_report, PLAIN),
 }
 
 
@@ -329,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--level", default=None, help="minimum level: DEBUG, INFO, WARNING, ERROR, CRITICAL")
     logs.add_argument("--since", default=None, help="ISO-8601 instant, e.g. 2025-11-08T14:15:00Z")
     logs.add_argument("--limit", default=None, help=f"at most this many records (1..{MAX_LOG_RECORDS}, default 100)")
+    _add_report_arguments(sub.choices["report"])
     return parser
 
 
