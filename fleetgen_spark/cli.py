@@ -29,6 +29,7 @@ def _shared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed (new data dirs only)")
     parser.add_argument("--master", default=None, help="Spark master, e.g. local[2] or spark://127.0.0.1:7077")
+    parser.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002")
     parser.add_argument("--speedup", default=None, help="1 (wall clock), N > 1 (simulated) or max")
     parser.add_argument("--host", default=os.environ.get("FLEETGEN_HOST", "127.0.0.1"), help="control service host")
     parser.add_argument("--port", type=int, default=int(os.environ.get("FLEETGEN_PORT", "18000")), help="default 18000")
@@ -44,7 +45,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _spark(args: argparse.Namespace, app: str) -> Any:
     from fleetgen_spark.session import spark_session
 
-    return spark_session(args.master, app_name=app)
+    return spark_session(args.master, app_name=app, remote=args.remote)
 
 
 def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Any:
