@@ -43,7 +43,11 @@ def base_conf() -> dict[str, str]:
 
 
 def register(spark: SparkSession) -> None:
-    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a session."""
+    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a classic or Connect session.
+
+    On Spark Connect a source is bound to the session's artifacts when it is registered: after
+    ``spark.addArtifacts(zip_of_the_package, pyfile=True)``, register again (README, Spark Connect).
+    """
     from fleetgen_spark.companies import FleetgenCompaniesDataSource
     from fleetgen_spark.source import FleetgenDataSource
 
