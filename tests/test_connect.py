@@ -27,8 +27,6 @@ import fleetgen_spark
 from fleetgen_spark import OptionError
 from fleetgen_spark.session import DELTA_PACKAGE
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = Path(__file__).resolve().parent / "connect_scenario.py"
 ROWS = 377  # small preset, 2025-11-08 00:00-02:00: the same rows as on a classic session (test below)
@@ -60,11 +58,40 @@ def test_a_remote_that_is_no_connect_address_is_refused() -> None:
         fleetgen_spark.spark_session(remote="http://x:1")
 
 
+def test_the_remote_flag_reaches_the_session(tmp_path: Path) -> None:
+    argv = ["backfill", "--remote", "http://x:1", "--data-dir", str(tmp_path / "data"),
+            "--start", "2025-11-08T00:00:00Z", "--end", "2025-11-08T01:00:00Z"]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "fleetgen_spark.cli", *argv], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 1
+    assert "fleetgen backfill: error: remote 'http://x:1' is not a Spark Connect address" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_without_the_connect_libraries_the_error_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['grpc'] = None\n"  # as if grpcio were not installed
+        "import fleetgen_spark\n"
+        "try:\n    fleetgen_spark.spark_session(remote='sc://127.0.0.1:1')\n"
+        "except fleetgen_spark.OptionError as err:\n    print(err)\n"
+    )
+    # A script, not python -c: pyspark takes a main module without __file__ for its doctests and exits.
+    script = tmp_path / "no_grpc.py"
+    script.write_text(code, encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("remote 'sc://127.0.0.1:1' needs the Spark Connect client libraries (")
+    assert out.stdout.rstrip().endswith("install them with: pip install 'fleetgen-spark[connect]'")
+
+
+@pytest.mark.slow
 def test_the_classic_session_reads_the_same_rows(spark: Any) -> None:
     options = {"config": "small", "start": "2025-11-08T00:00:00Z", "end": "2025-11-08T02:00:00Z"}
     assert spark.read.format("fleetgen").options(**options).load().count() == ROWS
 
 
+@pytest.mark.slow
 def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> None:
     seen = _run_client("local[2]", tmp_path / "data", "--readme")
     assert seen["session"] == "pyspark.sql.connect.session.SparkSession"
@@ -76,6 +103,7 @@ def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> No
     assert seen["readme_query_active"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="sink.py creates companies with mode('errorifexists'), which Spark Connect refuses (it takes "
@@ -165,6 +193,7 @@ def package_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _package_zip(tmp_path_factory.mktemp("wheel"))
 
 
+@pytest.mark.slow
 def test_a_remote_server_gets_the_package_as_an_artifact(
     connect_server: str, package_zip: Path, tmp_path: Path
 ) -> None:
