@@ -38,7 +38,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {"start driving": 0.40, "stopped driving": 0
 DEFAULT_PRESET = "base"
 # The presets travel inside the package (a wheel, a zip shipped to Spark workers), so they are read
 # through importlib.resources, never by a path next to the source. conf/ in the repository holds the
-# same files for people to read and copy; tests/test_config.py keeps the two identical.
+# same files for people to read and copy; tests/test_presets.py keeps the two identical.
 _PRESETS = "presets"
 _SUFFIXES = (".yaml", ".yml")
 
