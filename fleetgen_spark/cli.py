@@ -191,7 +191,7 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     # Per-batch records go to the JSON logs; the terminal gets them with --verbose only.
     configure_logging(layout.root, stderr_level="INFO" if args.verbose else "WARNING")
     owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
-    spark = spark_session(args.master, app_name=f"fleetgen-{args.command}")
+    spark = spark_session(args.master, app_name=f"fleetgen-{args.command}", remote=args.remote)
     listener = ProgressListener()
     spark.streams.addListener(listener)
     try:
@@ -282,7 +282,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fleetgen_spark.session import spark_session
 
     owned = SparkSession.getActiveSession() is None
-    spark = spark_session(args.master, app_name="fleetgen-report")
+    spark = spark_session(args.master, app_name="fleetgen-report", remote=args.remote)
     try:
         inputs = read_inputs(spark, layout, config)
     finally:
@@ -305,6 +305,7 @@ def _add_report_arguments(report: argparse.ArgumentParser) -> None:
         "--config", default=None, help="compare with this config instead of the one in manifests/dataset.md"
     )
     report.add_argument("--master", default=None, help="Spark master (default local[*])")
+    report.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002")
 
 
 # -- the command table ----------------------------------------------------------------------------
@@ -338,6 +339,7 @@ def _shared(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--config", default="base", help="preset name in conf/ or a YAML path (default: base)")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed (new data dirs only)")
     parser.add_argument("--master", default=None, help="Spark master, e.g. local[2] or spark://127.0.0.1:7077")
+    parser.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002, or local[2]")
     parser.add_argument(
         "--speedup", default=None, help=f"1 (wall clock), N from 1 to {MAX_SPEEDUP:,} (simulated), or max"
     )

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
+
+from fleetgen_spark.exceptions import OptionError
 
 __all__ = ["DELTA_PACKAGE", "VERBOSE_ENV", "base_conf", "delta_jars", "register", "spark_session", "verbose"]
 
@@ -148,7 +151,11 @@ def base_conf() -> dict[str, str]:
 
 
 def register(spark: SparkSession) -> None:
-    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a session."""
+    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a classic or Connect session.
+
+    On Spark Connect a source is bound to the session's artifacts when it is registered: after
+    ``spark.addArtifacts(zip_of_the_package, pyfile=True)``, register again (README, Spark Connect).
+    """
     from fleetgen_spark.companies import FleetgenCompaniesDataSource
     from fleetgen_spark.source import FleetgenDataSource
 
@@ -174,20 +181,35 @@ def _launch_conf(settings: dict[str, str], quiet: bool) -> None:
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}"
 
 
-def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf: Any) -> SparkSession:
+def spark_session(
+    master: str | None = None, app_name: str = "fleetgen", remote: str | None = None, **conf: Any
+) -> SparkSession:
     """A SparkSession with Delta Lake and both sources; ``master`` defaults to ``local[*]``
-    unless spark-submit already set one. Extra ``conf`` keys use dots or underscores
-    (``spark_sql_shuffle_partitions=2``).
+    unless spark-submit already set one. With ``remote`` (``sc://host:port``, or ``local[N]`` for
+    a Spark Connect server started in this process), or with ``SPARK_REMOTE`` set, a Spark Connect
+    session. Extra ``conf`` keys use dots or underscores (``spark_sql_shuffle_partitions=2``).
 
     Quiet unless ``FLEETGEN_VERBOSE=1``: Spark logs errors only and the JVM's start-up lines
     are dropped. The Spark UI binds to ``SPARK_LOCAL_IP`` (Spark has no setting of its own for
     the UI's address; ``fleetgen`` sets it to ``--host``)."""
-    # Python workers must run this interpreter, or they will not find numpy and pyarrow.
+    extra = {k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()}
+    remote = remote or os.environ.get("SPARK_REMOTE") or None
+    spark = _connect_session(remote, app_name, extra) if remote else _classic_session(master, app_name, extra)
+    register(spark)
+    return spark
+
+
+def _use_this_python() -> None:
+    """Python workers must run this interpreter, or they will not find numpy and pyarrow."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # spark-submit passes spark.pyspark.python on as given; a relative path (spark-defaults.conf)
     # would be looked up in each executor's scratch directory on a cluster, so anchor it here.
     if os.sep in os.environ["PYSPARK_PYTHON"]:
         os.environ["PYSPARK_PYTHON"] = os.path.abspath(os.environ["PYSPARK_PYTHON"])
+
+
+def _classic_session(master: str | None, app_name: str, extra: dict[str, str]) -> SparkSession:
+    _use_this_python()
     builder = SparkSession.builder.appName(app_name)
     if master is not None:
         builder = builder.master(master)
@@ -204,7 +226,7 @@ def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf:
         # Executors of a cluster on 127.0.0.1 are on this machine: keep the driver there too,
         # rather than on the address the host name resolves to (which may not be reachable).
         settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
-    settings.update({k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()})
+    settings.update(extra)
     for key, value in settings.items():
         builder = builder.config(key, value)
     if quiet:
@@ -212,5 +234,38 @@ def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf:
             spark = builder.getOrCreate()
     else:
         spark = builder.getOrCreate()
-    register(spark)
     return spark
+
+
+# Settings a Spark Connect server fixes when it starts; a client cannot change them afterwards.
+_SERVER_ONLY = ("spark.jars.packages", "spark.sql.extensions", "spark.sql.catalog.spark_catalog", "spark.ui.")
+
+
+def _connect_session(remote: str, app_name: str, extra: dict[str, str]) -> SparkSession:
+    """A Spark Connect session: a server of its own for ``local[N]``, else the server at ``remote``."""
+    if remote.startswith("local"):
+        _use_this_python()
+        # The server starts in this process and takes every setting, the Delta jar included. Spark
+        # binds it to every interface on port 15002 unless told otherwise: keep it on loopback.
+        settings = {**base_conf(), "spark.connect.grpc.binding.address": "127.0.0.1", **extra}
+    elif remote.startswith("sc://"):
+        # A running server was configured when it started (Delta's jar and extensions, see the
+        # README); a client can only set runtime SQL settings. Pyspark ignores the others silently.
+        settings = {k: v for k, v in {**base_conf(), **extra}.items() if not k.startswith(_SERVER_ONLY)}
+    else:
+        raise OptionError(f"remote {remote!r} is not a Spark Connect address; use sc://host:port or local[N]")
+    try:
+        import pyspark.sql.connect.session  # noqa: F401  (fails early without the client libraries)
+    except ImportError as err:
+        raise OptionError(
+            f"remote {remote!r} needs the Spark Connect client libraries ({err}); "
+            "install them with: pip install 'fleetgen-spark[connect]'"
+        ) from err
+    builder = SparkSession.builder.remote(remote).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    with warnings.catch_warnings():
+        # For local[N], pyspark starts the server with every setting, then also tries to set each on
+        # the new session and warns "Failed to set ..." for those only a server start can take.
+        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
+        return builder.getOrCreate()
