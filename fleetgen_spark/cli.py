@@ -1,39 +1,173 @@
-"""The ``fleetgen`` command line: jobs that run Spark, and a client of the control service."""
+"""The ``fleetgen`` command line: jobs that run Spark, and a client of the control service.
+
+One convention for every command: output for people on stdout, progress and Spark's log
+(errors only, unless ``--verbose``) on stderr, and any refusal as one line
+``fleetgen CMD: error: ...``. Exit codes: 0 done, 1 input or state refused, 2 bad usage
+(unknown flag, missing argument), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
-from fleetgen_spark.clock import align_down, epoch_seconds, from_epoch, parse_instant, parse_speedup
+from fleetgen_spark import __version__
+from fleetgen_spark.client import cmd_clean, cmd_logs, cmd_pause, cmd_resume, cmd_run, cmd_status
+from fleetgen_spark.clock import MAX_SPEEDUP, align_down, epoch_seconds, from_epoch, parse_instant, parse_speedup
 from fleetgen_spark.config import Config, load_config
 from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
 from fleetgen_spark.lock import hold
-from fleetgen_spark.logs import configure_logging
+from fleetgen_spark.logs import configure_logging, get_logger, log_event
 from fleetgen_spark.manifests import Layout
+from fleetgen_spark.progress import Progress
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "ENVIRONMENT", "build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
+_log = get_logger("cli")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 18000
+MAX_INTERVALS_PER_TRIGGER = 1_000_000  # the source option's own bound
+MAX_LOG_RECORDS = 1000  # GET /logs answers at most this many
+# The environment variables a command reads, each checked like the flag it stands for.
+ENVIRONMENT = {
+    "FLEETGEN_DATA_DIR": "--data-dir",
+    "FLEETGEN_HOST": "--host",
+    "FLEETGEN_PORT": "--port",
+    "FLEETGEN_VERBOSE": "--verbose",
+    "FLEETGEN_SPARK_UI": "--spark-ui",
+    "FLEETGEN_API_TOKEN": "the service's bearer token",
+}
 
 
-def _shared(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="base", help="preset name in conf/ or a YAML path (default: base)")
-    parser.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
-    parser.add_argument("--seed", type=int, default=None, help="override the config's seed (new data dirs only)")
-    parser.add_argument("--master", default=None, help="Spark master, e.g. local[2] or spark://127.0.0.1:7077")
-    parser.add_argument("--speedup", default=None, help="1 (wall clock), N > 1 (simulated) or max")
-    parser.add_argument("--host", default=os.environ.get("FLEETGEN_HOST", "127.0.0.1"), help="control service host")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("FLEETGEN_PORT", "18000")), help="default 18000")
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``fleetgen CMD: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+# -- values: every flag and its environment variable are checked by the same function ----------
+
+
+def parse_port(value: str, name: str = "--port") -> int:
+    """A TCP port, 1..65535."""
+    try:
+        port = int(str(value).strip())
+    except ValueError as err:
+        raise OptionError(f"{name} = {value!r}: must be a port number from 1 to 65535") from err
+    if not 1 <= port <= 65535:
+        raise OptionError(f"{name} = {value!r}: must be a port number from 1 to 65535")
+    return port
+
+
+def parse_host(value: str, name: str = "--host") -> str:
+    """A host name or IP address to listen on or connect to (no scheme, port or spaces)."""
+    text = str(value).strip()
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_[]")
+    if not text or len(text) > 253 or not set(text) <= allowed or "://" in text:
+        raise OptionError(f"{name} = {value!r}: must be a host name or IP address such as 127.0.0.1 or localhost")
+    return text.strip("[]")
+
+
+def parse_switch(value: str, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise OptionError(f"{name} = {value!r}: must be on or off (1/0, true/false)")
+
+
+def parse_count(value: str | int, name: str, upper: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError as err:
+        raise OptionError(f"{name} = {value!r}: must be an integer from 1 to {upper:,}") from err
+    if not 1 <= number <= upper:
+        raise OptionError(f"{name} = {value!r}: must be an integer from 1 to {upper:,}")
+    return number
+
+
+def _check_token(value: str) -> None:
+    if len(value) > 1024 or not all(33 <= ord(c) <= 126 for c in value):
+        raise OptionError(
+            "FLEETGEN_API_TOKEN: must be at most 1024 visible ASCII characters without spaces "
+            "(it travels in an HTTP header)"
+        )
+
+
+def _setting(args: argparse.Namespace, dest: str, env: str, default: str) -> tuple[str, str]:
+    """The flag's value when given, else the environment variable's, else the default; with the
+    name to blame when the value is refused."""
+    given = getattr(args, dest, None)
+    if given is not None:
+        return str(given), f"--{dest.replace('_', '-')}"
+    return os.environ.get(env) or default, env
+
+
+def _resolve(args: argparse.Namespace) -> None:
+    """Check every flag and environment variable this command reads, before any work."""
+    if hasattr(args, "port"):
+        args.port = parse_port(*_setting(args, "port", "FLEETGEN_PORT", str(DEFAULT_PORT)))
+        args.host = parse_host(*_setting(args, "host", "FLEETGEN_HOST", DEFAULT_HOST))
+        args.data_dir, name = _setting(args, "data_dir", "FLEETGEN_DATA_DIR", "data")
+        if not args.data_dir.strip():
+            raise OptionError(f"{name} is empty: give a directory, e.g. --data-dir data")
+        _check_token(os.environ.get("FLEETGEN_API_TOKEN", ""))
+    if hasattr(args, "spark_ui"):
+        args.spark_ui = parse_switch(*_setting(args, "spark_ui", "FLEETGEN_SPARK_UI", "on"))
+    if getattr(args, "speedup", None) is not None:
+        speed = parse_speedup(args.speedup)
+        if speed is None and args.command in ("run", "onboard", "events"):
+            raise OptionError(
+                f"--speedup max has no end for `fleetgen {args.command}`: it runs up to the clock's now; "
+                "use 1, a number up to "
+                f"{MAX_SPEEDUP:,}, or `fleetgen backfill --start ... --end ...` to generate a range at full speed"
+            )
+    if getattr(args, "max_intervals_per_trigger", None) is not None:
+        args.max_intervals_per_trigger = parse_count(
+            args.max_intervals_per_trigger, "--max-intervals-per-trigger", MAX_INTERVALS_PER_TRIGGER
+        )
+    if getattr(args, "limit", None) is not None:
+        args.limit = parse_count(args.limit, "--limit", MAX_LOG_RECORDS)
+
+
+def _spark_environment(args: argparse.Namespace) -> None:
+    """Tell the session, before the JVM starts, how loud to be and where the Spark UI listens.
+
+    Spark has no setting for the UI's address: it binds to ``SPARK_LOCAL_IP`` (every
+    interface when unset), which also becomes the driver's address. That is right for local
+    mode and a cluster on loopback; a driver of a remote cluster must stay reachable, so there
+    the UI is switched off unless ``--host`` is a reachable address.
+    """
+    os.environ["FLEETGEN_VERBOSE"] = "1" if args.verbose else "0"
+    if not hasattr(args, "master"):
+        return
+    master = args.master or ""
+    local = not master or master.startswith("local") or any(h in master for h in ("127.0.0.1", "localhost", "[::1]"))
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    ui = args.spark_ui and (local or not loopback)
+    os.environ["FLEETGEN_SPARK_UI"] = "on" if ui else "off"
+    if ui and args.host not in ("0.0.0.0", "::"):
+        os.environ.setdefault("SPARK_LOCAL_IP", args.host)
+
+
+# -- Spark commands -----------------------------------------------------------------------------
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -43,22 +177,29 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, **overrides)
 
 
-def _spark(args: argparse.Namespace, app: str) -> Any:
-    from fleetgen_spark.session import spark_session
+@contextmanager
+def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterator[Any]:
+    """A Pipeline on a fresh session; on the way out the progress listener is removed before the
+    session stops, or the JVM would call a Python listener that is gone (two stack traces)."""
+    from pyspark.sql import SparkSession
 
-    return spark_session(args.master, app_name=app)
-
-
-def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Any:
     from fleetgen_spark.pipeline import Pipeline, ProgressListener
+    from fleetgen_spark.session import spark_session
 
     layout = Layout(args.data_dir)
     hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
-    # A backfill shows its own progress line; its per-batch records still go to the JSON logs.
-    configure_logging(layout.root, stderr_level="WARNING" if args.command == "backfill" else "INFO")
-    spark = _spark(args, f"fleetgen-{args.command}")
-    spark.streams.addListener(ProgressListener())
-    return Pipeline(spark, layout, config, **kwargs)
+    # Per-batch records go to the JSON logs; the terminal gets them with --verbose only.
+    configure_logging(layout.root, stderr_level="INFO" if args.verbose else "WARNING")
+    owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
+    spark = spark_session(args.master, app_name=f"fleetgen-{args.command}", remote=args.remote)
+    listener = ProgressListener()
+    spark.streams.addListener(listener)
+    try:
+        yield Pipeline(spark, layout, config, **kwargs)
+    finally:
+        spark.streams.removeListener(listener)
+        if owned:
+            spark.stop()
 
 
 def _just_closed(config: Config) -> datetime:
@@ -75,117 +216,196 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 def cmd_onboard(args: argparse.Namespace) -> int:
     config = _config(args)
-    pipeline = _pipeline(args, config, speedup=args.speedup or "1", start=_just_closed(config))
-    query = pipeline.start_companies(available_now=True)
-    query.awaitTermination()
-    count = pipeline.spark.read.format("delta").load(str(pipeline.layout.table("companies"))).count()
+    with _pipeline(args, config, speedup=args.speedup or "1", start=_just_closed(config)) as pipeline:
+        pipeline.start_companies(available_now=True).awaitTermination()
+        count = pipeline.spark.read.format("delta").load(str(pipeline.layout.table("companies"))).count()
     print(f"companies: {count} in {pipeline.layout.table('companies')}")
     return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     config = _config(args)
-    pipeline = _pipeline(
-        args, config, speedup=args.speedup or "1", start=_just_closed(config), max_intervals_per_trigger=96
-    )
-    pipeline.run_available_now()
-    print(json.dumps(json.loads(pipeline.layout.batch_manifest.read_text()), indent=2))
+    kwargs = {"speedup": args.speedup or "1", "start": _just_closed(config), "max_intervals_per_trigger": 96}
+    with _pipeline(args, config, **kwargs) as pipeline:
+        pipeline.run_available_now()
+    manifest = pipeline.layout.batch_manifest
+    if not manifest.is_file():
+        print(
+            f"no interval has closed yet in {pipeline.layout.root} (speedup {args.speedup or '1'}); "
+            "run again later, or use `fleetgen run` to generate as intervals close"
+        )
+        return 0
+    print(json.dumps(json.loads(manifest.read_text()), indent=2))
     return 0
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
-    config = _config(args)
+def _backfill_range(args: argparse.Namespace, config: Config) -> tuple[datetime, datetime]:
     start = align_down(parse_instant(args.start, "--start"), config.interval_seconds)
     end = align_down(parse_instant(args.end, "--end"), config.interval_seconds)
     if end <= start:
         raise OptionError(f"--end {args.end!r} must be after --start {args.start!r} by at least one interval")
-    pipeline = _pipeline(
-        args,
-        config,
-        speedup="max",
-        start=start,
-        end=end,
-        max_intervals_per_trigger=args.max_intervals_per_trigger,
-    )
-    check_start(pipeline.layout, pipeline.dataset, start)
-    total = (epoch_seconds(end) - epoch_seconds(pipeline.dataset.start)) // config.interval_seconds
-    began = time.monotonic()
-    interactive = sys.stdout.isatty()
-    shown = {"done": -1}
+    return start, end
 
-    def progress(query: Any) -> None:
-        last = query.lastProgress
-        if not last or not last.get("sources"):
-            return
-        done_to = parse_instant(json.loads(last["sources"][0]["endOffset"])["next"], "offset")
-        done = (epoch_seconds(done_to) - epoch_seconds(pipeline.dataset.start)) // config.interval_seconds
-        if done == shown["done"]:
-            return
-        shown["done"] = done
-        events = (
-            int(json.loads(pipeline.layout.batch_manifest.read_text()).get("total_events", 0))
-            if (pipeline.layout.batch_manifest.is_file())
-            else 0
-        )
-        rate = events / max(time.monotonic() - began, 1e-9)
-        line = f"intervals {done}/{total}  events {events}  {rate:,.0f} events/s"
-        print(("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True)
 
-    pipeline.run_available_now(progress)
+def cmd_backfill(args: argparse.Namespace) -> int:
+    config = _config(args)
+    start, end = _backfill_range(args, config)
+    kwargs = {"speedup": "max", "start": start, "end": end, "max_intervals_per_trigger": args.max_intervals_per_trigger}
+    with _pipeline(args, config, **kwargs) as pipeline:
+        check_start(pipeline.layout, pipeline.dataset, start)
+        first = epoch_seconds(pipeline.dataset.start)
+        total = (epoch_seconds(end) - first) // config.interval_seconds
+        progress = Progress(total, pipeline.layout.batch_manifest, interval_s=config.interval_seconds, first=first)
+        began = time.monotonic()
+        try:
+            pipeline.run_available_now(progress.update)
+        finally:
+            progress.close()
     manifest = json.loads(pipeline.layout.batch_manifest.read_text())
-    elapsed = time.monotonic() - began
     print(
-        f"\nbackfill done: {manifest['batch_count']} intervals, {manifest['total_events']} events, "
-        f"last batch {manifest['last_batch_id']}, {elapsed:.1f} s"
+        f"backfill done: {manifest['batch_count']} intervals, {manifest['total_events']} events, "
+        f"last batch {manifest['last_batch_id']}, {time.monotonic() - began:.1f} s"
     )
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fleetgen_spark.report import write_report
+    from fleetgen_spark.report_data import asked, check_data_dir, read_inputs
+
+    layout = Layout(args.data_dir)
+    config = load_config(args.config).to_yaml_dict() if args.config else None
+    check_data_dir(layout, have_config=config is not None)  # before Spark starts: a wrong directory costs no JVM
+    asked(layout, config)
+    from pyspark.sql import SparkSession
+
+    from fleetgen_spark.session import spark_session
+
+    owned = SparkSession.getActiveSession() is None
+    spark = spark_session(args.master, app_name="fleetgen-report", remote=args.remote)
+    try:
+        inputs = read_inputs(spark, layout, config)
+    finally:
+        if owned:
+            spark.stop()
+    out = Path(args.out) if args.out else layout.root / "report"
+    try:
+        result = write_report(inputs, out)
+    except OSError as err:
+        raise OptionError(f"--out {out}: cannot write the report ({err.strerror or err})") from err
+    passed = sum(c.result == "PASS" for c in result.checks)
+    print(f"wrote {result.png} ({result.panels} panels) and {result.markdown}: {passed} passed, {result.failed} failed")
+    return 0
+
+
+def _add_report_arguments(report: argparse.ArgumentParser) -> None:
+    report.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
+    report.add_argument("--out", default=None, help="where report.png and report.md go (default: DATA_DIR/report)")
+    report.add_argument(
+        "--config", default=None, help="compare with this config instead of the one in manifests/dataset.md"
+    )
+    report.add_argument("--master", default=None, help="Spark master (default local[*])")
+    report.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002")
+
+
+# -- the command table ----------------------------------------------------------------------------
+
+SPARK, SERVICE, CLIENT, PLAIN = "spark", "service", "client", "plain"
+# name: (help, handler, kind). Spark commands and `run` start a Spark session; client commands
+# only talk to a running service over HTTP.
+COMMANDS: dict[str, tuple[str, Handler, str]] = {
+    "run": ("the service: both streaming queries and the REST API, until SIGTERM or Ctrl-C", cmd_run, SERVICE),
+    "backfill": ("generate a past range [--start, --end) into Delta and exit", cmd_backfill, SPARK),
+    "onboard": ("MERGE the onboarding ticks that are due into delta/companies", cmd_onboard, SPARK),
+    "events": ("generate the intervals that have closed into Delta and exit", cmd_events, SPARK),
+    "validate-config": ("check a config file and print it parsed", cmd_validate_config, PLAIN),
+    "status": ("show the state of a running service (GET /health)", cmd_status, CLIENT),
+    "pause": ("stop generating after the current batch (POST /pause)", cmd_pause, CLIENT),
+    "resume": ("generate again, catching up what was missed (POST /resume)", cmd_resume, CLIENT),
+    "clean": ("remove tables, checkpoints and manifests of a paused service (POST /clean)", cmd_clean, CLIENT),
+    "logs": ("show the service's log records, oldest first (GET /logs)", cmd_logs, CLIENT),
+    "report": ("plot and check what a data directory holds against what was asked", cmd_report, PLAIN),
+}
+
+
+def _shared(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Flags every command but validate-config takes; defaults come from the environment (checked later)."""
+    parser.add_argument("--data-dir", default=None, help="data directory (default: $FLEETGEN_DATA_DIR or ./data)")
+    parser.add_argument("--host", default=None, help="control service host (default: $FLEETGEN_HOST or 127.0.0.1)")
+    parser.add_argument("--port", default=None, help="control service port 1..65535 (default: $FLEETGEN_PORT or 18000)")
+    if kind == CLIENT:
+        parser.add_argument("--json", action="store_true", help="print the service's JSON answer")
+        return
+    parser.add_argument("--config", default="base", help="preset name in conf/ or a YAML path (default: base)")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed (new data dirs only)")
+    parser.add_argument("--master", default=None, help="Spark master, e.g. local[2] or spark://127.0.0.1:7077")
+    parser.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002, or local[2]")
+    parser.add_argument(
+        "--speedup", default=None, help=f"1 (wall clock), N from 1 to {MAX_SPEEDUP:,} (simulated), or max"
+    )
+    parser.add_argument(
+        "--spark-ui", default=None, metavar="on|off", help="the Spark UI, bound to --host (default: on)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetgen", description="Realistic, reproducible trucking-fleet data.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands: dict[str, tuple[str, Handler]] = {
-        "backfill": ("generate a past range [--start, --end) into Delta and exit", cmd_backfill),
-        "onboard": ("MERGE the onboarding ticks that are due into delta/companies", cmd_onboard),
-        "events": ("generate the intervals that have closed into Delta and exit", cmd_events),
-    }
-    for name, (help_text, handler) in commands.items():
-        p = sub.add_parser(name, help=help_text)
-        _shared(p)
-        p.set_defaults(handler=handler)
-        if name in ("onboard", "events"):
-            p.add_argument("--now", action="store_true", help="run what is due now, then exit (the default)")
+    parser = _Parser(prog="fleetgen", description="Realistic, reproducible trucking-fleet data.")
+    parser.add_argument("--version", action="version", version=f"fleetgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, handler, kind) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler, subparser=p)
+        p.add_argument("--verbose", action="store_true", default=None, help="show Spark's log and every INFO line")
+        if kind != PLAIN:
+            _shared(p, kind)
+    for name in ("onboard", "events"):
+        sub.choices[name].add_argument("--now", action="store_true", help="run what is due now, then exit (default)")
     backfill = sub.choices["backfill"]
-    backfill.add_argument("--start", required=True, help="ISO-8601 UTC, e.g. 2025-11-08T00:00:00Z")
+    backfill.add_argument("--start", required=True, help="ISO-8601 UTC from 1970, e.g. 2025-11-08T00:00:00Z")
     backfill.add_argument("--end", required=True, help="ISO-8601 UTC, exclusive")
-    backfill.add_argument("--max-intervals-per-trigger", type=int, default=32, help="intervals per micro-batch")
-    validate = sub.add_parser("validate-config", help="check a config file and print it parsed")
-    validate.add_argument("file")
-    validate.set_defaults(handler=cmd_validate_config)
-    _add_service_commands(sub)
+    backfill.add_argument(
+        "--max-intervals-per-trigger", default="32", help=f"intervals per micro-batch, 1..{MAX_INTERVALS_PER_TRIGGER:,}"
+    )
+    sub.choices["validate-config"].add_argument("file")
+    logs = sub.choices["logs"]
+    logs.add_argument("--level", default=None, help="minimum level: DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    logs.add_argument("--since", default=None, help="ISO-8601 instant, e.g. 2025-11-08T14:15:00Z")
+    logs.add_argument("--limit", default=None, help=f"at most this many records (1..{MAX_LOG_RECORDS}, default 100)")
+    _add_report_arguments(sub.choices["report"])
     return parser
 
 
-def _add_service_commands(sub: Any) -> None:
-    """The service and its clients live in service.py and client.py (imported lazily)."""
-    try:
-        from fleetgen_spark.client import add_client_commands
-    except ImportError:
-        return
-    add_client_commands(sub, _shared)
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse blames the top-level parser; name the command instead
+        args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    prog = f"fleetgen {args.command}"
     try:
-        if getattr(args, "speedup", None) is not None:
-            parse_speedup(args.speedup)
+        args.verbose = parse_switch(
+            "1" if args.verbose else os.environ.get("FLEETGEN_VERBOSE", ""),
+            "--verbose" if args.verbose else "FLEETGEN_VERBOSE",
+        )
+        _resolve(args)
+        _spark_environment(args)
         return int(args.handler(args))
     except FleetGenError as err:
-        print(f"fleetgen {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # anything else still ends in one line; --verbose shows the trace
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        if logging.getLogger("fleetgen").handlers:  # only once logging is set up: never a bare stderr line
+            log_event(_log, "command failed", logging.ERROR, command=args.command, error=repr(err))
+        print(f"{prog}: error: {type(err).__name__}: {_first_line(err)} (--verbose shows the details)", file=sys.stderr)
+        return 1
 
 
 def _entry() -> None:  # pragma: no cover

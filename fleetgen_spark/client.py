@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from fleetgen_spark.exceptions import FleetGenError
 
-__all__ = ["TOKEN_ENV", "ClientError", "ServiceClient", "add_client_commands", "format_health", "format_record"]
+__all__ = ["TOKEN_ENV", "ClientError", "ServiceClient", "format_health", "format_record"]
 
 TOKEN_ENV = "FLEETGEN_API_TOKEN"
-Handler = Callable[[argparse.Namespace], int]
 
 
 class ClientError(FleetGenError):
@@ -182,25 +180,3 @@ def cmd_logs(args: argparse.Namespace) -> int:
     records = body.get("records", [])
     # The API answers newest first; a terminal reads best oldest first, the newest at the bottom.
     return _print(args, body, "\n".join(format_record(r) for r in reversed(records)) or "no log records match")
-
-
-def add_client_commands(sub: Any, shared: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add ``run`` and the client commands to the ``fleetgen`` subparsers."""
-    commands: dict[str, tuple[str, Handler]] = {
-        "run": ("the service: both streaming queries and the REST API, until SIGTERM or Ctrl-C", cmd_run),
-        "status": ("show the state of a running service (GET /health)", cmd_status),
-        "pause": ("stop generating after the current batch (POST /pause)", cmd_pause),
-        "resume": ("generate again, catching up what was missed (POST /resume)", cmd_resume),
-        "clean": ("remove tables, checkpoints and manifests of a paused service (POST /clean)", cmd_clean),
-        "logs": ("show the service's log records, oldest first (GET /logs)", cmd_logs),
-    }
-    for name, (help_text, handler) in commands.items():
-        parser = sub.add_parser(name, help=help_text, description=help_text)
-        shared(parser)
-        parser.set_defaults(handler=handler)
-        if name != "run":
-            parser.add_argument("--json", action="store_true", help="print the service's JSON answer")
-    logs = sub.choices["logs"]
-    logs.add_argument("--level", default=None, help="minimum level: DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    logs.add_argument("--since", default=None, help="ISO-8601 instant, e.g. 2025-11-08T14:15:00Z")
-    logs.add_argument("--limit", type=int, default=None, help="at most this many records (1..1000, default 100)")

@@ -14,6 +14,9 @@ from datetime import datetime, timedelta, timezone
 from fleetgen_spark.exceptions import OptionError
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
+    "MAX_SPEEDUP",
     "Clock",
     "align_down",
     "batch_id",
@@ -25,6 +28,15 @@ __all__ = [
 ]
 
 UTC = timezone.utc
+# The instants the clock can hold: from the Unix epoch (interval alignment and numpy's event
+# times count from it) to a year before the end of Python's calendar, so that adding an
+# interval or an onboarding period to any instant in range cannot overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+# A simulated clock runs at most this many times faster than the wall clock: 100 simulated
+# years pass in under 9 wall hours, and a run started in 2025 would take about four weeks to
+# reach LATEST (where the clock stops). 1e10 would pass the end of the calendar in seconds.
+MAX_SPEEDUP = 100_000
 
 
 def parse_instant(value: str | datetime, option: str) -> datetime:
@@ -42,7 +54,16 @@ def parse_instant(value: str | datetime, option: str) -> datetime:
             ) from err
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError as err:  # 0001-01-01T00:00:00+01:00 has no UTC instant
+        raise OptionError(f"option {option!r} = {value!r} is outside {iso(EARLIEST)}..{iso(LATEST)}") from err
+    if not EARLIEST <= parsed <= LATEST:  # LATEST itself: the offset of a clock that stopped there
+        raise OptionError(
+            f"option {option!r} = {value!r} is outside the instants fleetgen can simulate: "
+            f"from {iso(EARLIEST)} to {iso(LATEST)}"
+        )
+    return parsed
 
 
 def epoch_seconds(moment: datetime) -> int:
@@ -76,12 +97,13 @@ def parse_speedup(value: str | float | None) -> float | None:
     text = str(value).strip().lower()
     if text == "max":
         return None
+    rule = f"must be a number from 1 to {MAX_SPEEDUP:,} or 'max'"
     try:
         speed = float(text)
     except ValueError as err:
-        raise OptionError(f"option 'speedup' = {value!r}: must be a number >= 1 or 'max'") from err
-    if not speed >= 1 or speed == float("inf"):
-        raise OptionError(f"option 'speedup' = {value!r}: must be a number >= 1 or 'max'")
+        raise OptionError(f"option 'speedup' = {value!r}: {rule}") from err
+    if not 1 <= speed <= MAX_SPEEDUP:
+        raise OptionError(f"option 'speedup' = {value!r}: {rule}")
     return speed
 
 
@@ -106,7 +128,10 @@ class Clock:
             return self.end
         if self.speedup == 1.0:
             return from_epoch(wall)
-        return anchor_sim + timedelta(seconds=(wall - anchor_wall) * self.speedup)
+        ahead = (wall - anchor_wall) * self.speedup
+        if ahead >= (LATEST - anchor_sim).total_seconds():
+            return LATEST  # the end of what the clock can hold: nothing closes after it
+        return anchor_sim + timedelta(seconds=ahead)
 
     def available_end(self, anchor_sim: datetime, anchor_wall: float, wall_now: float | None = None) -> datetime:
         """The end of the last closed interval, capped at ``end``: intervals before it are available."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,21 @@ from pydantic_core import ErrorDetails
 
 from fleetgen_spark.exceptions import ConfigError
 
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # pragma: no cover
+    from importlib.abc import Traversable
+
 __all__ = [
     "EVENT_TYPES",
+    "MAX_DURATION",
+    "MAX_EVENTS_PER_INTERVAL",
     "Config",
     "config_dirs",
     "format_duration",
     "load_config",
     "parse_duration",
+    "preset_names",
     "resolve_config_path",
 ]
 
@@ -29,6 +39,20 @@ EVENT_TYPES: tuple[str, ...] = ("start driving", "stopped driving", "delivered")
 DEFAULT_WEIGHTS: dict[str, float] = {"start driving": 0.40, "stopped driving": 0.35, "delivered": 0.25}
 DEFAULT_PRESET = "base"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# Durations must fit in the span the clock can hold (1970 to 9999, fleetgen_spark.clock).
+MAX_DURATION = timedelta(days=2_900_000)
+# number_of_companies x drivers_per_company x event_rate_per_driver: the expected events of one
+# interval once the fleet is complete. 10^8 is about 10 GB of rows per interval, far beyond what
+# one machine generates in an interval; a bigger product is almost always a typo.
+MAX_EVENTS_PER_INTERVAL = 10**8
+# The presets travel inside the package (a wheel, a zip shipped to Spark workers), so they are read
+# through importlib.resources, never by a path next to the source. conf/ in the repository holds the
+# same files for people to read and copy; tests/test_presets.py keeps the two identical.
+_PRESETS = "presets"
+_SUFFIXES = (".yaml", ".yml")
+
+# A file on disk, or a preset inside the installed package (a zip member when imported from a zip).
+ConfigSource = Path | Traversable
 
 
 def parse_duration(value: object, field: str) -> timedelta:
@@ -39,11 +63,15 @@ def parse_duration(value: object, field: str) -> timedelta:
         raise ValueError(f"expected an ISO-8601 duration such as PT15M for {field}, got {value!r}")
     try:
         parsed = isodate.parse_duration(value.strip())
+    except OverflowError as err:  # timedelta's own limit, about 2.7 million years
+        raise ValueError(f"{value!r} is longer than {format_duration(MAX_DURATION)}") from err
     except (isodate.ISO8601Error, ValueError) as err:
         raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT15M or PT1H") from err
     if not isinstance(parsed, timedelta):
         # isodate returns a Duration for years and months, which have no fixed length.
         raise ValueError(f"{value!r} uses years or months; use days, hours, minutes or seconds")
+    if abs(parsed) > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than {format_duration(MAX_DURATION)} (the span the clock can hold)")
     return parsed
 
 
@@ -113,6 +141,17 @@ class Config(BaseModel):
         return {name: float(value.get(name, 0.0)) for name in EVENT_TYPES}
 
     @model_validator(mode="after")
+    def _events_per_interval(self) -> Config:
+        product = self.number_of_companies * self.drivers_per_company * self.event_rate_per_driver
+        if product > MAX_EVENTS_PER_INTERVAL:
+            raise ValueError(
+                f"number_of_companies x drivers_per_company x event_rate_per_driver = {self.number_of_companies:,}"
+                f" x {self.drivers_per_company:,} x {self.event_rate_per_driver:g} = {product:,.0f} expected events"
+                f" per interval; at most {MAX_EVENTS_PER_INTERVAL:,} are allowed"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _default_per_onboarding(self) -> Config:
         if self.companies_per_onboarding is None:
             object.__setattr__(self, "companies_per_onboarding", self.number_of_companies)
@@ -143,41 +182,60 @@ class Config(BaseModel):
         return data
 
 
-def config_dirs() -> list[Path]:
-    """Where preset names are looked up, in order."""
-    dirs = [Path.cwd() / "conf", _PACKAGE_ROOT / "conf"]
+def _preset_dirs() -> list[Path]:
+    """Directories of the user's own presets: FLEETGEN_CONF_DIR when set, then ./conf/."""
     env_dir = os.environ.get("FLEETGEN_CONF_DIR")
-    if env_dir:
-        dirs.insert(0, Path(env_dir))
-    return dirs
+    return ([Path(env_dir)] if env_dir else []) + [Path.cwd() / "conf"]
 
 
-def resolve_config_path(path_or_name: str | os.PathLike[str]) -> Path:
-    """Find a config file: absolute as given; relative (or a bare name) in conf/, then the cwd."""
+def config_dirs() -> list[Path]:
+    """The directories a config name is looked up in before the package's own presets, in order."""
+    return [*_preset_dirs(), Path.cwd()]
+
+
+def _packaged_presets() -> dict[str, Traversable]:
+    """The presets shipped inside the package, by name (``base``, ``small``, ...)."""
+    return {
+        item.name.rsplit(".", 1)[0]: item
+        for item in (resources.files("fleetgen_spark") / _PRESETS).iterdir()
+        if item.name.endswith(_SUFFIXES) and item.is_file()
+    }
+
+
+def preset_names() -> list[str]:
+    """Every config name found: in FLEETGEN_CONF_DIR, ./conf/ and the package's presets."""
+    local = {p.stem for d in _preset_dirs() if d.is_dir() for p in d.iterdir() if p.suffix in _SUFFIXES}
+    return sorted(local | set(_packaged_presets()))
+
+
+def resolve_config_path(path_or_name: str | os.PathLike[str]) -> ConfigSource:
+    """Find a config file: an absolute path as given; a relative path or a bare name in
+    FLEETGEN_CONF_DIR, ./conf/ and the working directory, then among the package's presets."""
     raw = Path(path_or_name).expanduser()
     if raw.is_absolute():
         if raw.is_file():
             return raw
         raise ConfigError(f"config file {str(raw)!r} does not exist")
-    names = [raw] if raw.suffix in (".yaml", ".yml") else [raw.with_suffix(".yaml"), raw.with_suffix(".yml"), raw]
-    candidates = [d / n for d in config_dirs() for n in names] + [Path.cwd() / n for n in names]
-    for candidate in candidates:
+    names = [raw] if raw.suffix in _SUFFIXES else [raw.with_suffix(".yaml"), raw.with_suffix(".yml"), raw]
+    for candidate in (d / n for d in config_dirs() for n in names):
         if candidate.is_file():
             return candidate
-    presets = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    packaged = _packaged_presets()
+    if raw.parent == Path(".") and raw.suffix in ("", *_SUFFIXES) and raw.stem in packaged:
+        return packaged[raw.stem]
     raise ConfigError(
-        f"config {str(path_or_name)!r} not found in conf/ or the working directory; "
-        f"presets: {', '.join(presets) or 'none'}"
+        f"config {str(path_or_name)!r} not found in ./conf/, the working directory or fleetgen's presets; "
+        f"known presets: {', '.join(preset_names()) or 'none'}"
     )
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: ConfigSource) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
     except OSError as err:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from err
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror or err}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -193,6 +251,8 @@ def _describe(error: ErrorDetails) -> str:
     if error["type"] == "missing":
         return f"field {field!r} is required"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule over several fields names them itself
+        return message
     return f"field {field!r} = {error['input']!r}: {message}"
 
 

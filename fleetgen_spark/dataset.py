@@ -32,6 +32,7 @@ __all__ = [
     "event_shapes",
     "load_segments",
     "onboarding_plan",
+    "read_dataset",
     "record_event_shape",
     "segments_path",
 ]
@@ -144,7 +145,7 @@ def _render(dataset: Dataset) -> str:
     return "\n".join(lines)
 
 
-def _read_dataset(path: Path) -> Dataset:
+def read_dataset(path: Path) -> Dataset:
     match = _JSON_BLOCK.search(path.read_text(encoding="utf-8"))
     if match is None:
         raise ConfigError(f"{path} has no JSON block; it was edited by hand or is not a fleetgen dataset descriptor")
@@ -203,7 +204,7 @@ def ensure_dataset(layout: Layout, config: Config, start: datetime | None = None
     An explicit seed that differs from the recorded one is refused rather than silently changed.
     """
     if layout.dataset_md.is_file():
-        dataset = _read_dataset(layout.dataset_md)
+        dataset = read_dataset(layout.dataset_md)
         _check_identity(layout, dataset, config)
         segments = load_segments(layout.root)
         if segments:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "FleetGenError", "GenerationError", "OptionError"]
+__all__ = ["ConfigError", "DataDirError", "FleetGenError", "GenerationError", "OptionError"]
 
 
 class FleetGenError(ValueError):
@@ -19,3 +19,7 @@ class OptionError(FleetGenError):
 
 class GenerationError(FleetGenError):
     """Generation stopped: a streaming query failed, or a data directory's record is inconsistent."""
+
+
+class DataDirError(FleetGenError):
+    """A data directory is missing, is not a fleetgen data directory, or has nothing to read yet."""

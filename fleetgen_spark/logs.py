@@ -1,30 +1,57 @@
-"""One JSON-lines logger for the whole package: files under manifests/logs, readable stderr."""
+"""One JSON-lines logger for the whole package: files under manifests/logs, readable stderr.
+
+Files: ``manifests/logs/YYYY-MM-DD/generator.log.jsonl``. A file that passes ``max_bytes``
+rotates beside itself (``generator.log.jsonl.1`` is the previous one, up to ``backups``), and
+day folders older than ``keep_days`` are removed when a new day begins.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["RUN_ID", "configure_logging", "get_logger", "log_event", "read_logs"]
+__all__ = [
+    "BACKUPS",
+    "KEEP_DAYS",
+    "LOG_FILE",
+    "MAX_BYTES",
+    "RUN_ID",
+    "configure_logging",
+    "get_logger",
+    "log_event",
+    "read_logs",
+]
 
 # One id per process, so every line a process writes can be told apart from another run's.
 RUN_ID = str(uuid.uuid4())
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _ROOT = "fleetgen"
+LOG_FILE = "generator.log.jsonl"
+MAX_BYTES = 10 * 1024 * 1024  # per file; a busy service writes about 1 MB an hour
+BACKUPS = 9  # rotated files kept per day: at most 100 MB of logs a day
+KEEP_DAYS = 30
+_BLOCK = 64 * 1024  # read backwards this much at a time
 
 
 class _JsonLinesHandler(logging.Handler):
     """Appends one JSON object per record to manifests/logs/YYYY-MM-DD/generator.log.jsonl."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self, log_dir: Path, *, max_bytes: int = MAX_BYTES, backups: int = BACKUPS, keep_days: int = KEEP_DAYS
+    ) -> None:
         super().__init__()
         self.log_dir = log_dir
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.keep_days = keep_days
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -37,12 +64,36 @@ class _JsonLinesHandler(logging.Handler):
                 "message": record.getMessage(),
                 "metadata": getattr(record, "metadata", {}),
             }
-            path = self.log_dir / moment.strftime("%Y-%m-%d") / "generator.log.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = self.log_dir / moment.strftime("%Y-%m-%d") / LOG_FILE
+            if not path.parent.is_dir():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._remove_old_days(moment)
             with path.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(line, default=str) + "\n")
+                size = out.tell()
+            if size >= self.max_bytes:
+                self._rotate(path)
         except Exception:  # a logging failure must never stop generation
             self.handleError(record)
+
+    def _rotate(self, path: Path) -> None:
+        """generator.log.jsonl -> .1 -> .2 ...; the oldest beyond ``backups`` goes."""
+        for number in range(self.backups, 0, -1):
+            older = path.with_name(f"{path.name}.{number}")
+            if number == self.backups:
+                older.unlink(missing_ok=True)
+            elif older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
+        if self.backups > 0:
+            os.replace(path, path.with_name(f"{path.name}.1"))
+        else:
+            path.unlink(missing_ok=True)
+
+    def _remove_old_days(self, today: datetime) -> None:
+        oldest = (today - timedelta(days=self.keep_days)).strftime("%Y-%m-%d")
+        for day in self.log_dir.iterdir():
+            if day.is_dir() and not day.is_symlink() and len(day.name) == 10 and day.name < oldest:
+                shutil.rmtree(day, ignore_errors=True)
 
 
 class _ReadableFormatter(logging.Formatter):
@@ -55,7 +106,14 @@ class _ReadableFormatter(logging.Formatter):
 
 
 def configure_logging(
-    data_dir: Path | None, *, stderr: bool = True, level: str = "INFO", stderr_level: str = "INFO"
+    data_dir: Path | None,
+    *,
+    stderr: bool = True,
+    level: str = "INFO",
+    stderr_level: str = "INFO",
+    max_bytes: int = MAX_BYTES,
+    backups: int = BACKUPS,
+    keep_days: int = KEEP_DAYS,
 ) -> None:
     """Send the package's logs to the data directory's JSON files and, readable, to stderr."""
     root = logging.getLogger(_ROOT)
@@ -65,7 +123,11 @@ def configure_logging(
         root.removeHandler(handler)
         handler.close()
     if data_dir is not None:
-        root.addHandler(_JsonLinesHandler(data_dir / "manifests" / "logs"))
+        root.addHandler(
+            _JsonLinesHandler(
+                data_dir / "manifests" / "logs", max_bytes=max_bytes, backups=backups, keep_days=keep_days
+            )
+        )
     if stderr:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(_ReadableFormatter())
@@ -87,7 +149,8 @@ def read_logs(
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` records at or above ``min_level`` and not before ``since``, newest first.
 
-    Reads day folders and their lines from the newest backwards and stops as soon as it has enough.
+    Reads day folders, their files and each file's lines from the newest end backwards, a block
+    at a time, and stops as soon as it has enough: ``limit=1`` on a 100 MB file reads one block.
     """
     threshold = LEVELS.index(min_level.upper())
     found: list[dict[str, Any]] = []
@@ -106,17 +169,56 @@ def _newest_first(log_dir: Path, since: datetime | None) -> Iterator[dict[str, A
     for day in sorted((p for p in log_dir.iterdir() if p.is_dir()), reverse=True):
         if day.name < since_day:
             return
-        path = day / "generator.log.jsonl"
-        if not path.is_file():
-            continue
-        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if since is not None and _parse_time(record.get("timestamp", "")) < since:
-                return
-            yield record
+        for path in _day_files(day):
+            for line in _lines_backwards(path):
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # a line cut by a crash
+                if not isinstance(record, dict):
+                    continue
+                if since is not None and _parse_time(record.get("timestamp", "")) < since:
+                    return
+                yield record
+
+
+def _day_files(day: Path) -> list[Path]:
+    """A day's log files, newest first: generator.log.jsonl, then .1, .2 ..."""
+    rotated = []
+    for path in day.glob(f"{LOG_FILE}.*"):
+        suffix = path.name.removeprefix(LOG_FILE + ".")
+        if suffix.isdigit():
+            rotated.append((int(suffix), path))
+    current = [day / LOG_FILE] if (day / LOG_FILE).is_file() else []
+    return current + [path for _, path in sorted(rotated)]
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    """Opens a log file for reading (a seam for tests that count the bytes read)."""
+    return path.open("rb")
+
+
+def _lines_backwards(path: Path) -> Iterator[bytes]:
+    """The file's lines from the last to the first, reading ``_BLOCK`` bytes at a time from the end."""
+    try:
+        handle = _open_log(path)
+    except OSError:
+        return
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        tail = b""
+        while position > 0:
+            step = min(_BLOCK, position)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step) + tail
+            lines = block.split(b"\n")
+            tail = lines[0]  # maybe the end of a line that starts in an earlier block
+            for line in reversed(lines[1:]):
+                if line.strip():
+                    yield line
+        if tail.strip():
+            yield tail
 
 
 def _parse_time(text: str) -> datetime:

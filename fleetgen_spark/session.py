@@ -2,20 +2,131 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import subprocess
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_PACKAGE", "base_conf", "register", "spark_session"]
+from fleetgen_spark.exceptions import OptionError
+
+__all__ = ["DELTA_PACKAGE", "VERBOSE_ENV", "base_conf", "delta_jars", "register", "spark_session", "verbose"]
 
 # delta-spark's pip helper asks for the jar of its own version (4.4.1), but Maven Central
 # serves delta-spark_4.2_2.13 only at 4.4.0 for Spark 4.2; the Python API of the 4.4.1
 # wheel drives the 4.4.0 jar unchanged (a patch release). Spark resolves the jar through
 # Ivy into ~/.ivy2.5.2 on first use and reads it from there afterwards.
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+# "1" shows Spark's own log (WARN and up, Spark's default profile); anything else keeps it quiet.
+VERBOSE_ENV = "FLEETGEN_VERBOSE"
+# Lines the JVM prints outside log4j on every start: not ours, and nothing a user can act on.
+_JVM_NOISE = re.compile(r"^(WARNING: Using incubator modules|Using Spark's default log4j profile)")
+_LOG4J_FILE = Path(__file__).resolve().parent / "log4j2.properties"
+
+
+def verbose() -> bool:
+    """Whether Spark's own log is wanted (``FLEETGEN_VERBOSE=1``, set by ``fleetgen --verbose``)."""
+    return os.environ.get(VERBOSE_ENV, "") == "1"
+
+
+def _ivy_home() -> Path:
+    return Path.home() / ".ivy2.5.2"  # Spark 4's default, so spark.jars.packages and we share downloads
+
+
+def delta_jars() -> list[str] | None:
+    """The Delta Lake jars and their dependencies as local files, resolved once and cached.
+
+    The first call runs Ivy (the copy that ships inside pyspark) on its own, quietly, into
+    ``~/.ivy2.5.2/cache`` and ``~/.cache/fleetgen/jars/<package>/``; later calls only list that
+    folder. Handing Spark these files through ``spark.jars`` skips the resolution report Spark
+    prints for ``spark.jars.packages`` on every start, and the resolving itself (Spark reported
+    1.7 s for a fully cached resolve here). None when the jars cannot be fetched: the caller
+    falls back to ``spark.jars.packages`` and Spark says what went wrong.
+    """
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fleetgen" / "jars"
+    folder = cache / DELTA_PACKAGE.replace(":", "_")
+    if not (folder / ".complete").is_file() and not _resolve_with_ivy(folder):
+        return None
+    # Spark provides Scala and itself: Spark's own resolver excludes them the same way.
+    return sorted(
+        str(p) for p in folder.glob("*.jar") if not p.name.startswith(("org.scala-lang_", "org.apache.spark_"))
+    )
+
+
+def _resolve_with_ivy(folder: Path) -> bool:
+    """Retrieve the jars into a private folder, then rename it into place: two first runs at
+    once both succeed, and a run killed half-way leaves no folder that looks complete."""
+    import pyspark
+
+    ivy = sorted((Path(pyspark.__file__).parent / "jars").glob("ivy-*.jar"))
+    java = Path(os.environ["JAVA_HOME"]) / "bin" / "java" if os.environ.get("JAVA_HOME") else shutil.which("java")
+    if not ivy or java is None:
+        return False
+    organisation, module, revision = DELTA_PACKAGE.split(":")
+    work = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"fleetgen: fetching the Delta Lake jars ({DELTA_PACKAGE}) once into {folder} ...", file=sys.stderr)
+    command = [
+        str(java), "-jar", str(ivy[-1]), "-error", "-confs", "default",
+        "-dependency", organisation, module, revision,
+        "-cache", str(_ivy_home() / "cache"),
+        "-retrieve", str(work / "[organization]_[artifact]-[revision](-[classifier]).[ext]"),
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        if result.returncode != 0 or not any(work.glob("*.jar")):
+            return False
+        (work / ".complete").touch()
+        # The folder only ever appears complete; if another process put one there first, keep it.
+        with contextlib.suppress(OSError):
+            work.rename(folder)
+        return (folder / ".complete").is_file()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _filtered_jvm_stderr() -> Iterator[None]:
+    """Start the JVM with its stderr in a pipe that drops the JVM's start-up noise.
+
+    The JVM inherits file descriptor 2 when it is launched, so fd 2 points at a pipe for that
+    moment only; a thread copies every other line to the real stderr for the JVM's lifetime.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=_copy_lines, args=(read_end, saved), name="fleetgen-jvm-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+
+
+def _copy_lines(read_end: int, target: int) -> None:
+    with os.fdopen(read_end, "rb") as lines:
+        for line in lines:
+            if not _JVM_NOISE.match(line.decode("utf-8", "replace")):
+                os.write(target, line)
 
 
 def base_conf() -> dict[str, str]:
@@ -40,7 +151,11 @@ def base_conf() -> dict[str, str]:
 
 
 def register(spark: SparkSession) -> None:
-    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a session."""
+    """Register the ``fleetgen`` and ``fleetgen_companies`` sources with a classic or Connect session.
+
+    On Spark Connect a source is bound to the session's artifacts when it is registered: after
+    ``spark.addArtifacts(zip_of_the_package, pyfile=True)``, register again (README, Spark Connect).
+    """
     from fleetgen_spark.companies import FleetgenCompaniesDataSource
     from fleetgen_spark.source import FleetgenDataSource
 
@@ -55,30 +170,102 @@ def _loopback_cluster(master: str | None) -> bool:
     return urlsplit(master).hostname in ("127.0.0.1", "localhost", "::1")
 
 
-def spark_session(master: str | None = None, app_name: str = "fleetgen", **conf: Any) -> SparkSession:
+def _launch_conf(settings: dict[str, str], quiet: bool) -> None:
+    """For a JVM this process starts: the Delta jars as files instead of Ivy (both modes, so the
+    classpath never depends on verbosity) and, when quiet, Spark's log at ERROR via our file."""
+    jars = delta_jars()
+    if jars is not None:
+        del settings["spark.jars.packages"]
+        settings["spark.jars"] = ",".join(jars)
+    if quiet:
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}"
+
+
+def spark_session(
+    master: str | None = None, app_name: str = "fleetgen", remote: str | None = None, **conf: Any
+) -> SparkSession:
     """A SparkSession with Delta Lake and both sources; ``master`` defaults to ``local[*]``
-    unless spark-submit already set one. Extra ``conf`` keys use dots or underscores
-    (``spark_sql_shuffle_partitions=2``)."""
-    # Python workers must run this interpreter, or they will not find numpy and pyarrow.
+    unless spark-submit already set one. With ``remote`` (``sc://host:port``, or ``local[N]`` for
+    a Spark Connect server started in this process), or with ``SPARK_REMOTE`` set, a Spark Connect
+    session. Extra ``conf`` keys use dots or underscores (``spark_sql_shuffle_partitions=2``).
+
+    Quiet unless ``FLEETGEN_VERBOSE=1``: Spark logs errors only and the JVM's start-up lines
+    are dropped. The Spark UI binds to ``SPARK_LOCAL_IP`` (Spark has no setting of its own for
+    the UI's address; ``fleetgen`` sets it to ``--host``)."""
+    extra = {k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()}
+    remote = remote or os.environ.get("SPARK_REMOTE") or None
+    spark = _connect_session(remote, app_name, extra) if remote else _classic_session(master, app_name, extra)
+    register(spark)
+    return spark
+
+
+def _use_this_python() -> None:
+    """Python workers must run this interpreter, or they will not find numpy and pyarrow."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # spark-submit passes spark.pyspark.python on as given; a relative path (spark-defaults.conf)
     # would be looked up in each executor's scratch directory on a cluster, so anchor it here.
     if os.sep in os.environ["PYSPARK_PYTHON"]:
         os.environ["PYSPARK_PYTHON"] = os.path.abspath(os.environ["PYSPARK_PYTHON"])
+
+
+def _classic_session(master: str | None, app_name: str, extra: dict[str, str]) -> SparkSession:
+    _use_this_python()
     builder = SparkSession.builder.appName(app_name)
     if master is not None:
         builder = builder.master(master)
     elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         builder = builder.master("local[*]")
     settings = base_conf()
+    launching = "PYSPARK_GATEWAY_PORT" not in os.environ and SparkSession.getActiveSession() is None
+    quiet = launching and not verbose()
+    if launching:
+        _launch_conf(settings, quiet)
+    if os.environ.get("FLEETGEN_SPARK_UI") == "off":  # fleetgen --spark-ui off
+        settings["spark.ui.enabled"] = "false"
     if _loopback_cluster(master):
         # Executors of a cluster on 127.0.0.1 are on this machine: keep the driver there too,
         # rather than on the address the host name resolves to (which may not be reachable).
         settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
-    settings.update({k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()})
+    settings.update(extra)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    register(spark)
+    if quiet:
+        with _filtered_jvm_stderr():
+            spark = builder.getOrCreate()
+    else:
+        spark = builder.getOrCreate()
     return spark
+
+
+# Settings a Spark Connect server fixes when it starts; a client cannot change them afterwards.
+_SERVER_ONLY = ("spark.jars.packages", "spark.sql.extensions", "spark.sql.catalog.spark_catalog", "spark.ui.")
+
+
+def _connect_session(remote: str, app_name: str, extra: dict[str, str]) -> SparkSession:
+    """A Spark Connect session: a server of its own for ``local[N]``, else the server at ``remote``."""
+    if remote.startswith("local"):
+        _use_this_python()
+        # The server starts in this process and takes every setting, the Delta jar included. Spark
+        # binds it to every interface on port 15002 unless told otherwise: keep it on loopback.
+        settings = {**base_conf(), "spark.connect.grpc.binding.address": "127.0.0.1", **extra}
+    elif remote.startswith("sc://"):
+        # A running server was configured when it started (Delta's jar and extensions, see the
+        # README); a client can only set runtime SQL settings. Pyspark ignores the others silently.
+        settings = {k: v for k, v in {**base_conf(), **extra}.items() if not k.startswith(_SERVER_ONLY)}
+    else:
+        raise OptionError(f"remote {remote!r} is not a Spark Connect address; use sc://host:port or local[N]")
+    try:
+        import pyspark.sql.connect.session  # noqa: F401  (fails early without the client libraries)
+    except ImportError as err:
+        raise OptionError(
+            f"remote {remote!r} needs the Spark Connect client libraries ({err}); "
+            "install them with: pip install 'fleetgen-spark[connect]'"
+        ) from err
+    builder = SparkSession.builder.remote(remote).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    with warnings.catch_warnings():
+        # For local[N], pyspark starts the server with every setting, then also tries to set each on
+        # the new session and warns "Failed to set ..." for those only a server start can take.
+        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
+        return builder.getOrCreate()

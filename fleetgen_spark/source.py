@@ -317,8 +317,12 @@ class FleetgenDataSource(DataSource):
     speedup                   1, N, max  1            1 wall clock, N>1 simulated, max no pacing
     maxIntervalsPerTrigger    int >= 1   1            intervals per micro-batch (catch-up)
     numPartitions             1..10000   CPU count    Spark partitions per micro-batch
-    dataDir                   path       none         a fleetgen data directory: seed, start and
-                                                      onboarding changes are read from it
+    dataDir                   path       none         a fleetgen data directory: the onboarding and
+                                                      event-shape changes recorded there apply
+    resumeFrom                ISO-8601   none         where a query without a checkpoint begins
+                                                      (the pipeline sets it from delta/batches)
+    clockAnchor               inst@secs  none         simulated time at a wall-clock instant
+                                                      (<ISO-8601>@<epoch s>), shared by queries
     ========================= ========== ============ ===========================================
 
     The config fields are seed, number_of_companies, drivers_per_company,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
@@ -25,6 +26,7 @@ __all__ = [
     "EVENT_STATS_COLUMNS",
     "TABLES",
     "ensure_tables",
+    "has_commits",
     "is_conflict",
     "retry_conflicts",
     "sql_path",
@@ -94,6 +96,12 @@ TABLES: dict[str, tuple[StructType, str | None, dict[str, str]]] = {
 }
 
 
+def has_commits(table: Path) -> bool:
+    """Whether the folder ``table`` holds a Delta table with at least one commit."""
+    log = table / "_delta_log"
+    return log.is_dir() and any(p.name.endswith(".json") and p.name[:20].isdigit() for p in log.iterdir())
+
+
 def sql_path(layout: Layout, table: str) -> str:
     """``delta.`path``` of a table, for SQL (a backtick in the path is doubled, as SQL quotes it)."""
     return "delta.`" + str(layout.table(table)).replace("`", "``") + "`"
@@ -115,7 +123,7 @@ def _create_sql(layout: Layout, name: str) -> str:
 def ensure_tables(spark: SparkSession, layout: Layout) -> None:
     """Create every table of the data directory that does not exist yet (empty)."""
     for name in TABLES:
-        if not (layout.table(name) / "_delta_log").is_dir():
+        if not has_commits(layout.table(name)):
             retry_conflicts(lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")  # type: ignore[misc]
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from fleetgen_spark import OptionError
 from fleetgen_spark.clock import (
+    LATEST,
+    MAX_SPEEDUP,
     Clock,
     align_down,
     batch_id,
@@ -161,3 +163,35 @@ def test_max_clock_makes_everything_up_to_end_available() -> None:
 def test_max_clock_needs_an_end() -> None:
     with pytest.raises(OptionError, match="'end'"):
         Clock(QUARTER, speedup=None).available_end(S, 0.0)
+
+
+@pytest.mark.parametrize("value", ["1e10", "100001", "1e308"])
+def test_parse_speedup_rejects_more_than_the_maximum(value: str) -> None:
+    with pytest.raises(OptionError, match=f"from 1 to {MAX_SPEEDUP:,}"):
+        parse_speedup(value)
+
+
+def test_the_fastest_clock_fits_100_simulated_years_in_a_working_day() -> None:
+    clock = Clock(QUARTER, speedup=float(MAX_SPEEDUP))
+    eight_hours_later = clock.now(S, 0.0, wall_now=9 * 3600)
+    assert eight_hours_later - S > timedelta(days=100 * 365)
+
+
+def test_a_simulated_clock_stops_at_the_end_of_what_it_can_hold() -> None:
+    clock = Clock(QUARTER, speedup=float(MAX_SPEEDUP))
+    ten_years = 10 * 365 * 86_400.0  # of wall time: far past year 9999 at this speed
+    assert clock.now(S, 0.0, wall_now=ten_years) == LATEST
+    assert clock.available_end(S, 0.0, wall_now=ten_years) == LATEST
+
+
+@pytest.mark.parametrize(
+    "text", ["1969-12-31T23:45:00Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00", "9999-06-01T00:00:00Z"]
+)
+def test_parse_instant_accepts_1970_to_9999_only(text: str) -> None:
+    with pytest.raises(OptionError, match=r"'start'.*1970-01-01T00:00:00Z"):
+        parse_instant(text, "start")
+
+
+def test_parse_instant_accepts_both_ends() -> None:
+    assert parse_instant("1970-01-01T00:00:00Z", "start") == datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_instant(iso(LATEST), "offset") == LATEST  # where a stopped clock's offset stays

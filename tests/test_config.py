@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fleetgen_spark import Config, ConfigError, load_config
-from fleetgen_spark.config import DEFAULT_WEIGHTS, EVENT_TYPES, resolve_config_path
+from fleetgen_spark.config import DEFAULT_WEIGHTS, EVENT_TYPES, MAX_EVENTS_PER_INTERVAL, resolve_config_path
 
 MINIMAL_YAML = """\
 number_of_companies: 3
@@ -299,3 +299,23 @@ def test_conf_dir_environment_variable_comes_first(tmp_path: Path, monkeypatch: 
     (tmp_path / "small.yaml").write_text(MINIMAL_YAML, encoding="utf-8")
     monkeypatch.setenv("FLEETGEN_CONF_DIR", str(tmp_path))
     assert load_config("small").number_of_companies == 3
+
+
+def test_events_per_interval_are_capped_by_the_product_of_the_fields() -> None:
+    # 10 M companies x 10,000 drivers x 1000 events: each field within its range, 10^14 together.
+    with pytest.raises(ConfigError) as err:
+        load_config("small", number_of_companies=10_000_000, drivers_per_company=10_000, event_rate_per_driver=1000)
+    message = str(err.value)
+    assert "number_of_companies x drivers_per_company x event_rate_per_driver" in message
+    assert "100,000,000,000,000" in message and f"{MAX_EVENTS_PER_INTERVAL:,}" in message
+    assert "field 'config'" not in message  # the rule names its fields, not a whole-config dump
+
+
+def test_events_per_interval_cap_is_inclusive() -> None:
+    load_config("small", number_of_companies=100_000, drivers_per_company=1000, event_rate_per_driver=1)
+
+
+@pytest.mark.parametrize("value", ["P99999999999D", "PT99999999999999H", "P2900001D"])
+def test_durations_beyond_what_the_clock_holds_are_one_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"company_onboarding_interval.*longer than P2900000D"):
+        load_config("small", company_onboarding_interval=value)
