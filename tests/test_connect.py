@@ -104,12 +104,6 @@ def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="sink.py creates companies with mode('errorifexists'), which Spark Connect refuses (it takes "
-    "'error'), and reads Observation._jo and spark._jsparkSession, which Connect does not have; the lead's "
-    "sink changes (issue 11) remove them",
-)
 def test_the_whole_pipeline_runs_on_a_connect_session(tmp_path: Path) -> None:
     seen = _run_client("local[2]", tmp_path / "data", "--pipeline")
     assert seen["companies"] == 5
