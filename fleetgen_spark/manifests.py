@@ -34,6 +34,11 @@ class Layout:
         return self.root / "checkpoints" / query
 
     @property
+    def lock_path(self) -> Path:
+        """The writer lock; its presence marks a directory that fleetgen made (clean refuses any other)."""
+        return self.root / ".fleetgen.lock"
+
+    @property
     def manifests(self) -> Path:
         return self.root / "manifests"
 

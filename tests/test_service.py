@@ -73,7 +73,8 @@ def running_service(
     service = Service(spark, layout, SMALL, "3600", "127.0.0.1", 0, token, state_every_s=state_every_s)
     service.start()
     try:
-        with httpx.Client(base_url=service.url, timeout=300, trust_env=False) as client:
+        auth = {"Authorization": f"Bearer {service.token}"}
+        with httpx.Client(base_url=service.url, timeout=300, trust_env=False, headers=auth) as client:
             yield service, client
     finally:
         service.stop()
