@@ -221,7 +221,7 @@ def create_app(controller: Controller, token: str, host: str = DEFAULT_HOST, por
     def change(command: Literal["pause", "resume"], response: FastAPIResponse) -> Changed:
         changed = controller.request(command, "api")
         body = controller.health()
-        response.status_code = 202 if body["status"] in ("pausing", "resuming") else 200
+        response.status_code = 202 if changed or body["status"] in ("pausing", "resuming") else 200
         return Changed(**body, changed=changed)
 
     accepted = "accepted: the status is `{}` until the change is done (poll GET /health)"

@@ -81,6 +81,19 @@ def running_service(
         configure_logging(None, stderr=False)
 
 
+def settle(client: httpx.Client, path: str, target: str) -> tuple[httpx.Response, dict[str, Any]]:
+    """POST a pause or resume: 202 with the way there (or 200 when already there), then poll /health."""
+    answer = client.post(path)
+    body = answer.json()
+    assert answer.status_code == (202 if body["changed"] or body["status"] != target else 200), answer.text
+
+    def reached() -> dict[str, Any] | None:
+        health = dict(client.get("/health").json())
+        return health if health["status"] == target else None
+
+    return answer, wait_for(f"the service to be {target}", reached)
+
+
 def batches_generated(client: httpx.Client) -> int:
     return int(client.get("/health").json()["batches_generated_count"])
 
@@ -124,11 +137,11 @@ def test_pause_resume_and_clean_on_live_queries(spark: SparkSession, tmp_path: P
         assert refused.json()["error"] == "conflict" and "pause" in refused.json()["detail"]
         wait_for("a first batch", lambda: batches_generated(client) >= 1)
 
-        # Pause is idempotent.
-        first, again = client.post("/pause"), client.post("/pause")
-        assert first.status_code == again.status_code == 200
-        assert (first.json()["status"], first.json()["changed"]) == ("paused", True)
-        assert (again.json()["status"], again.json()["changed"]) == ("paused", False)
+        # Pause answers at once (202, pausing), and is idempotent.
+        first, _ = settle(client, "/pause", "paused")
+        assert (first.status_code, first.json()["status"], first.json()["changed"]) == (202, "pausing", True)
+        again = client.post("/pause")
+        assert (again.status_code, again.json()["status"], again.json()["changed"]) == (200, "paused", False)
         assert read_json(layout.state)["paused"] is True
         assert not any(q["isActive"] for q in again.json()["queries"].values())
 
@@ -142,12 +155,13 @@ def test_pause_resume_and_clean_on_live_queries(spark: SparkSession, tmp_path: P
         assert delta_commits(layout) == commits
 
         # Resume is idempotent, and catches up without a hole.
-        resumed, resumed_again = client.post("/resume"), client.post("/resume")
-        assert (resumed.json()["status"], resumed.json()["changed"]) == ("running", True)
-        assert (resumed_again.json()["status"], resumed_again.json()["changed"]) == ("running", False)
+        resumed, _ = settle(client, "/resume", "running")
+        resumed_again = client.post("/resume")
+        assert (resumed.status_code, resumed.json()["status"], resumed.json()["changed"]) == (202, "resuming", True)
+        assert (resumed_again.status_code, resumed_again.json()["changed"]) == (200, False)
         assert read_json(layout.state)["paused"] is False
         wait_for("a batch after the resume", lambda: batches_generated(client) > held)
-        caught_up = client.post("/pause").json()
+        caught_up = settle(client, "/pause", "paused")[1]
         batch_ids = assert_no_holes(spark, layout)
         assert batch_ids[0] == compact(caught_up["dataset"]["start"])
         assert caught_up["last_driver_batch"] in batch_ids
@@ -163,10 +177,12 @@ def test_pause_resume_and_clean_on_live_queries(spark: SparkSession, tmp_path: P
         assert (health["status"], health["batches_generated_count"], health["dataset"]) == ("paused", 0, None)
         assert read_json(layout.state)["paused"] is True  # a restart now would still be paused
 
-        assert client.post("/resume").json()["status"] == "running"
+        assert layout.lock_path.is_file()  # still a fleetgen data directory
+        assert (layout.manifests / "api_token").read_text().strip() == service.token  # the token is kept too
+        settle(client, "/resume", "running")
         assert layout.dataset_md.read_text() != old_descriptor  # a new dataset, created now
         wait_for("a batch of the fresh dataset", lambda: batches_generated(client) >= 1)
-        fresh = client.post("/pause").json()
+        fresh = settle(client, "/pause", "paused")[1]
         assert fresh["dataset"]["start"] >= caught_up["dataset"]["start"]
         assert assert_no_holes(spark, layout)[0] == compact(fresh["dataset"]["start"])
 
@@ -209,8 +225,15 @@ def test_the_state_is_saved_periodically(paused: tuple[Service, httpx.Client]) -
     assert saved["paused"] is True
 
 
-def test_mutating_endpoints_need_the_token(paused: tuple[Service, httpx.Client]) -> None:
-    _, client = paused
+@pytest.fixture
+def anonymous(paused: tuple[Service, httpx.Client]) -> Iterator[httpx.Client]:
+    """A client of the paused service that sends no token unless told to."""
+    with httpx.Client(base_url=paused[0].url, timeout=60, trust_env=False) as client:
+        yield client
+
+
+def test_mutating_endpoints_need_the_token(paused: tuple[Service, httpx.Client], anonymous: httpx.Client) -> None:
+    client = anonymous
     for path in ("/pause", "/resume", "/clean"):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
             answer = client.post(path, headers=headers)
@@ -295,7 +318,9 @@ _HEADER = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF,
 def _requests(draw: st.DrawFn) -> dict[str, Any]:
     headers = {}
     if draw(st.booleans()):
-        headers["Authorization"] = draw(_HEADER | st.just("Bearer ") | _HEADER.map(lambda t: "Bearer " + t))
+        headers["Authorization"] = draw(
+            _HEADER | st.just("Bearer ") | _HEADER.map(lambda t: "Bearer " + t) | st.just(f"Bearer {TOKEN}")
+        )
     return {
         "method": draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])),
         "url": draw(_PATHS),
@@ -305,9 +330,17 @@ def _requests(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def test_no_input_makes_the_service_fail(paused: tuple[Service, httpx.Client]) -> None:
-    """Random methods, paths, query strings, bodies and Authorization headers: never a 5xx, always JSON."""
-    _, client = paused
+def test_no_input_makes_the_service_fail(spark: SparkSession, tmp_path: Path) -> None:
+    """Random methods, paths, query strings, bodies and Authorization headers (the right token among them,
+    so pause, resume and clean really run): never a 5xx, always JSON."""
+    with (
+        running_service(spark, tmp_path / "data", paused=True, token=TOKEN) as (service, _),
+        httpx.Client(base_url=service.url, timeout=120, trust_env=False) as client,
+    ):
+        _fuzz(client)
+
+
+def _fuzz(client: httpx.Client) -> None:
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(request=_requests())
@@ -401,3 +434,72 @@ def test_fleetgen_run_obeys_signals_and_a_pause_survives_a_restart(tmp_path: Pat
     ]:
         assert expected in events
     assert "Traceback" not in log.read_text()
+
+
+# -- who may change the service: token, Host, Origin ----------------------------------------------
+
+
+def _unchanged(service: Service, client: httpx.Client) -> None:
+    health = client.get("/health").json()
+    assert (health["status"], health["queries"]) == ("paused", {})
+    assert read_json(service.controller.layout.state)["paused"] is True
+    assert service.controller.layout.dataset_md.is_file()
+
+
+def test_a_cross_origin_post_is_refused_and_changes_nothing(paused: tuple[Service, httpx.Client]) -> None:
+    """The request any web page can send without a preflight, even with the right token."""
+    service, client = paused
+    for path in ("/resume", "/clean", "/pause"):
+        for origin in ("https://evil.example", "null", f"http://localhost:{service.port + 1}"):
+            headers = {"Origin": origin, "Content-Type": "text/plain", "Authorization": f"Bearer {TOKEN}"}
+            answer = client.post(path, headers=headers, content="x")
+            assert answer.status_code == 403, (path, origin, answer.text)
+            assert answer.json()["error"] == "forbidden" and origin in answer.json()["detail"]
+    _unchanged(service, client)
+    own = client.post("/pause", headers={"Origin": service.url, "Authorization": f"Bearer {TOKEN}"})
+    assert own.status_code == 200  # the service's own /docs page may call it
+
+
+def test_a_foreign_host_header_is_refused_dns_rebinding(paused: tuple[Service, httpx.Client]) -> None:
+    service, client = paused
+    for host in ("evil.example", f"evil.example:{service.port}", f"127.0.0.1:{service.port + 1}", ""):
+        for method, path in (("GET", "/health"), ("GET", "/logs"), ("POST", "/resume"), ("GET", "/openapi.json")):
+            answer = client.request(method, path, headers={"Host": host, "Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 403, (host, path, answer.text)
+            assert answer.json()["error"] == "forbidden" and "not this service's address" in answer.json()["detail"]
+    for host in (f"localhost:{service.port}", f"127.0.0.1:{service.port}", f"LOCALHOST:{service.port}"):
+        assert client.get("/health", headers={"Host": host}).status_code == 200
+    _unchanged(service, client)
+
+
+def test_a_missing_or_wrong_token_changes_nothing(
+    paused: tuple[Service, httpx.Client], anonymous: httpx.Client
+) -> None:
+    service, client = paused
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Bearer"}):
+        for path in ("/resume", "/clean"):
+            assert anonymous.post(path, headers=headers).status_code == 401
+    _unchanged(service, client)
+    assert not (service.controller.layout.manifests / "api_token").exists()  # a token from the environment
+
+
+def test_the_openapi_document_declares_the_token_on_posts_only(paused: tuple[Service, httpx.Client]) -> None:
+    spec = paused[1].get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["HTTPBearer"]["description"],
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert ("security" in operation) == (method == "post"), (method, path)
+            codes = set(operation["responses"])
+            assert "403" in codes
+            if method == "post":
+                assert {"401", "503"} <= codes and "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+            for code in codes - {"200", "202"}:
+                schema = operation["responses"][code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, code)
+    assert set(spec["paths"]["/clean"]["post"]["responses"]) == {"200", "401", "403", "409", "503"}
+    assert set(spec["paths"]["/pause"]["post"]["responses"]) == {"200", "202", "401", "403", "503"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
