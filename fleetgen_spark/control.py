@@ -202,6 +202,8 @@ class Controller:
         self._hurry.set()
         with self._lock:
             self._stop_queries(min(self.stop_grace_s, SHUTDOWN_GRACE_S))
+            if self._transition == "pausing":  # a pause was asked for: the next start keeps it
+                self.paused = True
             self.save()
             self._event("SHUTDOWN", trigger)
         self._work.put(None)
@@ -333,7 +335,8 @@ class Controller:
                 done.result()
 
     def _event(self, name: str, trigger: str, **metadata: Any) -> None:
-        log_event(_log, name, event=name, trigger=trigger, status=self.status, **self.counts(), **metadata)
+        status = "paused" if self.paused else "running"  # the state reached, not the request in flight
+        log_event(_log, name, event=name, trigger=trigger, status=status, **self.counts(), **metadata)
 
 
 def _stop_after_batch(query: StreamingQuery, grace_s: float, hurry: threading.Event) -> None:
