@@ -15,12 +15,13 @@ import hmac
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from types import FrameType
 from typing import Annotated, Any, Literal
@@ -172,9 +173,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 _LEVEL = r"(?i)^(debug|info|warning|error|critical)$"
 Level = Annotated[str, Query(pattern=_LEVEL, description="minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL")]
 Since = Annotated[
-    datetime | None,
-    Query(description="RFC 3339 instant, e.g. 2025-11-08T14:15:00Z (no offset: UTC); records not before it"),
+    str | None,
+    Query(
+        description="RFC 3339 instant with its offset, e.g. 2025-11-08T14:15:00Z; records not before it",
+        json_schema_extra={"format": "date-time"},
+    ),
 ]
+# RFC 3339 date-time (what the document's `format: date-time` promises): a number or a bare date is refused.
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many records, newest first")]
 _BEARER = HTTPBearer(
     auto_error=False,
@@ -271,7 +277,7 @@ def create_app(controller: Controller, token: str, host: str = DEFAULT_HOST, por
         responses=_errors(403, 422),
     )
     def logs(level: Level = "DEBUG", since: Since = None, limit: Limit = 100) -> Logs:
-        records = read_logs(controller.layout.root, min_level=level.upper(), since=_utc(since), limit=limit)
+        records = read_logs(controller.layout.root, min_level=level.upper(), since=_parse_since(since), limit=limit)
         return Logs(count=len(records), records=records)
 
     return app
@@ -307,17 +313,29 @@ class _SameOrigin:
         return None
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
+def _parse_since(text: str | None) -> datetime | None:
+    """An RFC 3339 instant in UTC; a leap second counts as :59; before year 1 or after 9999 is clamped."""
+    if text is None:
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+    match = _RFC3339.fullmatch(text)
+    try:
+        if match is None:
+            raise ValueError("expected an RFC 3339 instant with its offset, e.g. 2025-11-08T14:15:00Z")
+        year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+        micros = int((match[7] or ".0")[1:7].ljust(6, "0"))
+        zone = timezone.utc
+        if match[8] not in ("Z", "z"):
+            sign = -1 if match[8][0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(match[8][1:3]), minutes=int(match[8][4:6])))
+        moment = datetime(year, month, day, hour, minute, min(second, 59), micros, zone)
+    except ValueError as err:
+        problem = {"loc": ("query", "since"), "msg": f"not an RFC 3339 instant ({err})", "input": text}
+        raise RequestValidationError([problem]) from err
     try:
         return moment.astimezone(timezone.utc)
     except OverflowError:  # year 1 with a positive offset, or 9999 with a negative one: before or after any log
-        return (
-            datetime.min.replace(tzinfo=timezone.utc) if moment.year < 2 else datetime.max.replace(tzinfo=timezone.utc)
-        )
+        edge = datetime.min if year < 2 else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
 
 
 def _error(status: int, error: str, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
