@@ -347,8 +347,14 @@ def _stop_after_batch(query: StreamingQuery, grace_s: float, hurry: threading.Ev
     short. Both are safe: the batch's offsets are logged but not committed, the restart replays
     it with the same rows, and the sinks' idempotent writes skip what was already written.
     """
-    in_flight = _last_batch(query) + 1
     deadline = time.monotonic() + grace_s
+    # A query stopped while it initializes its sources leaves Spark's Python source runner to time out
+    # connecting back (a CANNOT_OPEN_SOCKET traceback on stderr): let it get that far first.
+    while query.isActive and query.status.get("message") == "Initializing sources" and not hurry.is_set():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    in_flight = _last_batch(query) + 1
     while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline and not hurry.is_set():
         if _last_batch(query) >= in_flight:
             break

@@ -21,9 +21,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# Bounds: examples per operation and seconds per run, so the test stays a few minutes on a small machine.
+# Bounds: examples per operation, seconds per request and per run (``--max-time`` would fuzz until it is spent).
 MAX_EXAMPLES = "30"
-MAX_TIME_S = "150"
+RUN_TIMEOUT_S = 300
 
 
 def _free_port() -> int:
@@ -73,16 +73,16 @@ def schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is a dev dependency: pip install -e '.[dev]'"
     command = [st, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", MAX_EXAMPLES]
-    command += ["--max-time", MAX_TIME_S, "--workers", "1", "--request-timeout", "10", "--no-color", *options]
+    command += ["--workers", "1", "--request-timeout", "10", "--no-color", *options]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
 
 
 def test_schemathesis_finds_nothing_with_the_token(live: tuple[str, str, Path]) -> None:
     url, token, log = live
     run = schemathesis(url, "--header", f"Authorization: Bearer {token}")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "No issues found" in run.stdout, run.stdout[-6000:]
+    assert "No issues found" in run.stdout and "Authentication failed" not in run.stdout, run.stdout[-6000:]
     assert "Traceback" not in log.read_text()
 
 
@@ -90,7 +90,9 @@ def test_schemathesis_finds_nothing_without_a_token(live: tuple[str, str, Path])
     url, _, log = live
     run = schemathesis(url)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "No issues found" in run.stdout, run.stdout[-6000:]
+    assert "FAILURES" not in run.stdout and " passed" in run.stdout, run.stdout[-6000:]
+    # The only warning: pause, resume and clean answered nothing but 401 without the token, as documented.
+    assert "Authentication failed: 3 operations returned only 401/403 responses" in run.stdout, run.stdout[-6000:]
     health = httpx.get(url + "/health", trust_env=False).json()
     assert health["status"] in ("running", "paused", "pausing", "resuming")
     assert "Traceback" not in log.read_text()
