@@ -55,6 +55,7 @@ from fleetgen_spark.rest import (
     base_url,
     draw_token,
     is_loopback,
+    token_path,
 )
 
 __all__ = [
@@ -462,7 +463,8 @@ class Service:
                 self.stop("failed start")
                 raise ServiceError(f"the REST API did not start on {self.url}", status_code=500)
             time.sleep(0.02)
-        log_event(_log, "service listening", url=self.url, status=self.controller.status, pid=os.getpid())
+        where = token_path(self.controller.layout.root) if self.controller.token else f"${TOKEN_ENV}"
+        log_event(_log, "service listening", url=self.url, status=self.controller.status, pid=os.getpid(), token=where)
 
     def stop(self, trigger: str = "stop") -> None:
         """Stop the queries cleanly (a pause in progress hurries), save the state, then stop serving."""
