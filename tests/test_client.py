@@ -154,3 +154,18 @@ def test_the_client_of_a_data_dir_uses_the_token_the_service_drew(
     finally:
         drawn.stop()
         configure_logging(None, stderr=False)
+
+
+def test_resume_and_pause_wait_until_the_change_is_done(
+    service: Service, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service answers 202 at once; the command returns only when /health reads running, then paused."""
+    monkeypatch.setenv("FLEETGEN_API_TOKEN", TOKEN)
+    port = str(service.port)
+    code, out, _ = fleetgen(capsys, "resume", "--port", port)
+    assert (code, out.split(":")[0]) == (0, "resumed")
+    assert service.controller.status == "running" and service.controller.health()["queries"]
+    code, out, _ = fleetgen(capsys, "pause", "--port", port, "--json")
+    body = json.loads(out)
+    assert code == 0 and body["status"] == "paused" and body["last_error"] is None
+    assert not any(q["isActive"] for q in body["queries"].values())
