@@ -117,7 +117,8 @@ def _finish(trash: Path, root: Path) -> None:
                 _move_aside(root / "manifests", trash)
         else:
             os.rename(new_manifests, root / "manifests")
-    shutil.rmtree(trash)
+    # The clean is done once the swap is: a trash that cannot be deleted now is deleted at the next start.
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _move_aside(path: Path, trash: Path) -> None:
