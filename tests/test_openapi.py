@@ -69,26 +69,27 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, P
             proc.wait()
 
 
-def schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
+def schemathesis(url: str, cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``st run`` with every check; in ``cwd``, where it keeps its cache (never the repository)."""
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is a dev dependency: pip install -e '.[dev]'"
     command = [st, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", MAX_EXAMPLES]
     command += ["--workers", "1", "--request-timeout", "10", "--no-color", *options]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, cwd=cwd)
 
 
-def test_schemathesis_finds_nothing_with_the_token(live: tuple[str, str, Path]) -> None:
+def test_schemathesis_finds_nothing_with_the_token(live: tuple[str, str, Path], tmp_path: Path) -> None:
     url, token, log = live
-    run = schemathesis(url, "--header", f"Authorization: Bearer {token}")
+    run = schemathesis(url, tmp_path, "--header", f"Authorization: Bearer {token}")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout and "Authentication failed" not in run.stdout, run.stdout[-6000:]
     assert "Traceback" not in log.read_text()
 
 
-def test_schemathesis_finds_nothing_without_a_token(live: tuple[str, str, Path]) -> None:
+def test_schemathesis_finds_nothing_without_a_token(live: tuple[str, str, Path], tmp_path: Path) -> None:
     url, _, log = live
-    run = schemathesis(url)
+    run = schemathesis(url, tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "FAILURES" not in run.stdout and " passed" in run.stdout, run.stdout[-6000:]
     # The only warning: pause, resume and clean answered nothing but 401 without the token, as documented.
