@@ -1,8 +1,9 @@
 """``fleetgen run`` and the commands that talk to a running service: status, pause, resume, clean, logs.
 
-The client commands need no Spark: they call the REST API with httpx, send
-``Authorization: Bearer $FLEETGEN_API_TOKEN`` when that variable is set, and turn every
-failure into one readable line (exit code 1).
+The client commands need no Spark: they call the REST API with httpx, send ``Authorization: Bearer TOKEN``
+(``FLEETGEN_API_TOKEN`` when set, else the token the service saved in the same ``--data-dir``) and turn
+every failure into one readable line (exit code 1). Pause and resume answer ``202`` at once; the client
+then polls ``GET /health`` until the service is ``paused`` or ``running`` (dots on a terminal).
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+import sys
+import time
+from typing import Any, TextIO
 
 import httpx
 
 from fleetgen_spark.exceptions import FleetGenError
+from fleetgen_spark.rest import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, base_url, client_token
 
-__all__ = ["TOKEN_ENV", "ClientError", "ServiceClient", "format_health", "format_record"]
+__all__ = ["ClientError", "ServiceClient", "format_health", "format_record"]
 
-TOKEN_ENV = "FLEETGEN_API_TOKEN"
+# How long the client waits for a pause or resume to finish (the service bounds a pause by its stop grace).
+WAIT_S = 300.0
 
 
 class ClientError(FleetGenError):
@@ -28,16 +33,19 @@ class ClientError(FleetGenError):
 class ServiceClient:
     """A thin client of the control service's REST API."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 18000, token: str | None = None) -> None:
-        if host in ("0.0.0.0", "::", ""):  # a service bound to every address answers on loopback
-            host = "127.0.0.1"
-        self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.base_url = base_url(host, port)
+        self.token = token if token is not None else client_token(data_dir)
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        # A pause waits for the batch in flight: allow minutes, but fail fast when nobody listens.
-        timeout = httpx.Timeout(300.0, connect=5.0)
+        timeout = httpx.Timeout(60.0, connect=5.0)
         try:
             response = httpx.request(
                 method, self.base_url + path, params=params, headers=headers, timeout=timeout, trust_env=False
@@ -62,10 +70,36 @@ class ServiceClient:
         return self.request("GET", "/health")
 
     def pause(self) -> dict[str, Any]:
+        """Ask for a pause; the answer says ``pausing`` (202) or ``paused`` (200, nothing to do)."""
         return self.request("POST", "/pause")
 
     def resume(self) -> dict[str, Any]:
+        """Ask for a resume; the answer says ``resuming`` (202) or ``running`` (200, nothing to do)."""
         return self.request("POST", "/resume")
+
+    def wait_for(
+        self, status: str, answer: dict[str, Any], timeout_s: float = WAIT_S, out: TextIO | None = None
+    ) -> dict[str, Any]:
+        """Poll /health until the service reaches ``status``; a dot every second on a terminal meanwhile."""
+        dots = out is not None and out.isatty()
+        deadline = time.monotonic() + timeout_s
+        health = answer
+        shown = 0.0
+        while health.get("status") != status:
+            if health.get("status") in ("paused", "running"):  # settled elsewhere: the change failed
+                reason = health.get("last_error") or "see `fleetgen logs --level warning`"
+                raise ClientError(f"the service is {health.get('status')}, not {status}: {reason}")
+            if time.monotonic() > deadline:
+                raise ClientError(f"the service is still {health.get('status')} after {timeout_s:.0f} s")
+            if dots and out is not None and time.monotonic() - shown >= 1.0:
+                out.write("." if shown else f"{health.get('status')} ")
+                out.flush()
+                shown = time.monotonic()
+            time.sleep(0.25)
+            health = self.health()
+        if dots and out is not None and shown:
+            out.write("\n")
+        return health
 
     def clean(self) -> dict[str, Any]:
         return self.request("POST", "/clean")
@@ -80,7 +114,12 @@ def _refusal(status: int, body: Any) -> str:
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if isinstance(detail, list):  # validation problems: one per parameter
         detail = "; ".join(f"{d.get('parameter')}: {d.get('message')}" for d in detail if isinstance(d, dict))
-    hint = f" (set {TOKEN_ENV} to the service's token)" if status == 401 else ""
+    hint = (
+        f" (set {TOKEN_ENV} to the service's token, or pass the service's --data-dir, whose manifests/api_token"
+        " the client reads)"
+        if status == 401
+        else ""
+    )
     return f"the service refused ({status} {error}): {detail}{hint}"
 
 
@@ -133,7 +172,7 @@ def format_record(record: dict[str, Any]) -> str:
 
 
 def _client(args: argparse.Namespace) -> ServiceClient:
-    return ServiceClient(args.host, args.port)
+    return ServiceClient(args.host, args.port, data_dir=getattr(args, "data_dir", None))
 
 
 def _print(args: argparse.Namespace, body: dict[str, Any], text: str) -> int:
@@ -157,14 +196,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    body = _client(args).pause()
-    text = "paused" if body.get("changed") else "already paused"
+    client = _client(args)
+    asked = client.pause()
+    body = client.wait_for("paused", asked, out=sys.stderr)
+    text = "paused" if asked.get("changed") else "already paused"
     return _print(args, body, f"{text}: {body.get('batches_generated_count', 0)} batches generated so far")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    body = _client(args).resume()
-    text = "resumed" if body.get("changed") else "already running"
+    client = _client(args)
+    asked = client.resume()
+    body = client.wait_for("running", asked, out=sys.stderr)
+    text = "resumed" if asked.get("changed") else "already running"
     return _print(args, body, f"{text}: {body.get('batches_generated_count', 0)} batches generated so far")
 
 

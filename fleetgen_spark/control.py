@@ -3,43 +3,50 @@
 A :class:`Controller` holds the onboarding and events queries of a data directory and changes their
 state one request at a time, saving and logging each change. Pausing stops the queries after their
 current micro-batch; resuming starts them again from their checkpoints, so intervals missed meanwhile
-are generated on resume and the dataset has no holes. The paused flag lives in
+are are generated on resume and the dataset has no holes. The paused flag lives in
 ``manifests/generator_state.json`` and survives a restart. The REST API and the signals that drive a
 controller live in :mod:`fleetgen_spark.service`.
+
+Pause and resume run on the controller's own worker thread (:meth:`Controller.request` returns at once), so
+an HTTP request or a signal never waits for a micro-batch; the status reads ``pausing`` or ``resuming``
+meanwhile. A shutdown tells a pause in progress to hurry (cut the batch in flight short, which is safe), so
+SIGTERM ends the process within 30 s in every state.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
+from fleetgen_spark.clean import CLEANED, clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.clock import parse_speedup
 from fleetgen_spark.config import Config
 from fleetgen_spark.exceptions import FleetGenError, OptionError
 from fleetgen_spark.logs import RUN_ID, get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, update_json
 from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.rest import token_path, write_token
 
 __all__ = [
     "CLEANED",
     "SHUTDOWN_GRACE_S",
+    "Command",
     "Controller",
     "ServiceError",
     "check_speedup",
 ]
 
-CLEANED = ("delta", "checkpoints", "manifests")
+Command = Literal["pause", "resume"]
 # SIGTERM must end the process within 30 s: wait this long for a batch in flight, then cut it short.
 SHUTDOWN_GRACE_S = 15.0
 _log = get_logger("service")  # same component as service.py: the controller logs as part of the service
@@ -66,10 +73,18 @@ class Controller:
     """Starts, pauses, resumes and cleans the queries of one data directory; each change is saved and logged.
 
     Every change holds one lock, so a pause from a signal and a resume from the API run one after the other.
+    ``token``, when given, is the service's drawn token: saved owner-only in ``manifests/api_token`` at start
+    and kept there across a clean.
     """
 
     def __init__(
-        self, spark: SparkSession, layout: Layout, config: Config, speedup: str = "1", stop_grace_s: float = 120.0
+        self,
+        spark: SparkSession,
+        layout: Layout,
+        config: Config,
+        speedup: str = "1",
+        stop_grace_s: float = 120.0,
+        token: str | None = None,
     ) -> None:
         check_speedup(speedup)
         self.spark = spark
@@ -77,19 +92,37 @@ class Controller:
         self.config = config
         self.speedup = speedup
         self.stop_grace_s = stop_grace_s
+        self.token = token
         self.paused = False
         self.stopped = False
+        self.last_error: str | None = None
         self.started_at = time.monotonic()
         self._lock = threading.Lock()
+        self._hurry = threading.Event()  # set by shutdown: a pause in progress stops waiting for its batch
+        self._requests_lock = threading.Lock()  # guards _transition and _pending, never held for long
+        self._transition: str | None = None  # "pausing" or "resuming" while a request waits or runs
+        self._pending = 0
+        self._work: queue.SimpleQueue[tuple[Command, str] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         self._pipeline: Pipeline | None = None
         self._queries: dict[str, StreamingQuery] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover the saved state: a directory that was paused stays paused, otherwise both queries run."""
-        saved = read_json(self.layout.state)
+        """Recover the saved state: a directory that was paused stays paused, otherwise both queries run.
+
+        First a clean that a kill interrupted is completed or undone (:func:`finish_interrupted_clean`).
+        """
         with self._lock:
+            leftovers = finish_interrupted_clean(self.layout)
+            if leftovers:
+                log_event(_log, "finished an interrupted clean", logging.WARNING, found=leftovers)
+            self.layout.root.mkdir(parents=True, exist_ok=True)
+            # The writer lock marks a fleetgen data directory; touch it in case this process made the directory.
+            self.layout.lock_path.touch(exist_ok=True)
+            self._save_token()
+            saved = read_json(self.layout.state)
             self._pipeline = Pipeline(self.spark, self.layout, self.config, speedup=self.speedup)
             self.paused = saved.get("paused") is True
             if saved:
@@ -97,6 +130,23 @@ class Controller:
             if not self.paused:
                 self._start_queries()
             self.save()
+        self._worker = threading.Thread(target=self._work_loop, name="fleetgen-controller", daemon=True)
+        self._worker.start()
+
+    def request(self, command: Command, trigger: str) -> bool:
+        """Start a pause or a resume on the worker thread and return at once; False when there is nothing to do.
+
+        Meanwhile :attr:`status` reads ``pausing`` or ``resuming``; a failed change shows in :attr:`last_error`.
+        """
+        transition = "pausing" if command == "pause" else "resuming"
+        with self._requests_lock:
+            self._check_open()
+            if self._transition == transition or (self._transition is None and self._settled(command)):
+                return False
+            self._transition = transition
+            self._pending += 1
+        self._work.put((command, trigger))
+        return True
 
     def pause(self, trigger: str) -> bool:
         """Stop both queries after their current micro-batch; False when already paused."""
@@ -125,42 +175,64 @@ class Controller:
             return True
 
     def clean(self, trigger: str) -> list[str]:
-        """Remove tables, checkpoints and manifests of a paused service; it stays paused."""
+        """Remove tables, checkpoints and manifests of a paused service; it stays paused (see :mod:`.clean`)."""
+        refusal = "clean needs a paused service: POST /pause (or `fleetgen pause`) first, then clean"
+        if self._transition:  # answer at once instead of waiting for the change that holds the lock
+            raise ServiceError(f"{refusal} (the service is {self._transition})")
         with self._lock:
             self._check_open()
-            if not self.paused or any(q.isActive for q in self._queries.values()):
-                raise ServiceError("clean needs a paused service: POST /pause (or `fleetgen pause`) first, then clean")
-            removed = [name for name in CLEANED if (self.layout.root / name).exists()]
-            for name in CLEANED:
-                _remove_tree(self.layout.root / name)
+            if not self.paused or self._transition or any(q.isActive for q in self._queries.values()):
+                raise ServiceError(refusal)
+            removed = clean_data_dir(self.layout, self._state(), self.token)
             self._pipeline = None
             self._queries = {}
             _forget_delta_tables(self.spark)
-            self.save()
             self._event("CLEAN", trigger, removed=removed)
             return removed
 
     def shutdown(self, trigger: str) -> None:
-        """Stop the queries for good, keeping the paused flag as it was for the next start."""
-        with self._lock:
+        """Stop the queries for good, keeping the paused flag as it was for the next start.
+
+        A pause in progress is told to hurry first, so this never waits the pause's full grace.
+        """
+        with self._requests_lock:
             if self.stopped:
                 return
-            self.stopped = True
+            self.stopped = True  # no new request from here on
+        self._hurry.set()
+        with self._lock:
             self._stop_queries(min(self.stop_grace_s, SHUTDOWN_GRACE_S))
+            if self._transition == "pausing":  # a pause was asked for: the next start keeps it
+                self.paused = True
             self.save()
             self._event("SHUTDOWN", trigger)
+        self._work.put(None)
 
     # -- state ------------------------------------------------------------------------------------
 
     def save(self) -> None:
         """Write the service's part of generator_state.json (the sinks write the batch part)."""
-        update_json(
-            self.layout.state, paused=self.paused, status=self.status, service_run_id=RUN_ID, service_pid=os.getpid()
-        )
+        update_json(self.layout.state, **self._state())
+
+    def save_if_idle(self) -> bool:
+        """The periodic save: under the lock, so it never writes a paused flag that a change is replacing.
+
+        Skipped (False) while a change holds the lock: that change saves the state itself.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self.stopped:
+                return False
+            self.save()
+            return True
+        finally:
+            self._lock.release()
 
     @property
     def status(self) -> str:
-        return "paused" if self.paused else "running"
+        """``running`` or ``paused``, or ``pausing``/``resuming`` while a request is on its way."""
+        return self._transition or ("paused" if self.paused else "running")
 
     def counts(self) -> dict[str, Any]:
         manifest = read_json(self.layout.batch_manifest)
@@ -186,7 +258,49 @@ class Controller:
             "last_generated_at": read_json(self.layout.batch_manifest).get("last_updated"),
             "dataset": pipeline.describe() if pipeline is not None else None,
             "queries": {role: _query_state(q) for role, q in dict(self._queries).items()},
+            "last_error": self.last_error,
         }
+
+    # -- the worker thread ------------------------------------------------------------------------
+
+    def _settled(self, command: Command) -> bool:
+        if command == "pause":
+            return self.paused
+        return not self.paused and bool(self._queries) and all(q.isActive for q in self._queries.values())
+
+    def _work_loop(self) -> None:
+        while (item := self._work.get()) is not None:
+            command, trigger = item
+            try:
+                getattr(self, command)(trigger)
+                self.last_error = None
+            except FleetGenError as err:
+                self.last_error = str(err)
+                log_event(_log, f"{command} refused", logging.WARNING, trigger=trigger, reason=str(err))
+            except Exception as err:
+                self.last_error = _first_line(err)
+                log_event(_log, f"{command} failed", logging.ERROR, trigger=trigger, error=self.last_error)
+            finally:
+                with self._requests_lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._transition = None
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "paused": self.paused,
+            "status": "paused" if self.paused else "running",
+            "service_run_id": RUN_ID,
+            "service_pid": os.getpid(),
+        }
+
+    def _save_token(self) -> None:
+        """Save the drawn token for clients of this data directory; with an env token, drop a stale file."""
+        path = token_path(self.layout.root)
+        if self.token is not None:
+            write_token(path, self.token)
+        else:
+            path.unlink(missing_ok=True)
 
     # -- inside the lock --------------------------------------------------------------------------
 
@@ -217,24 +331,31 @@ class Controller:
         grace = self.stop_grace_s if grace_s is None else grace_s
         active = [q for q in self._queries.values() if q.isActive]
         with ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
-            for done in [pool.submit(_stop_after_batch, q, grace) for q in active]:
+            for done in [pool.submit(_stop_after_batch, q, grace, self._hurry) for q in active]:
                 done.result()
 
     def _event(self, name: str, trigger: str, **metadata: Any) -> None:
-        log_event(_log, name, event=name, trigger=trigger, status=self.status, **self.counts(), **metadata)
+        status = "paused" if self.paused else "running"  # the state reached, not the request in flight
+        log_event(_log, name, event=name, trigger=trigger, status=status, **self.counts(), **metadata)
 
 
-def _stop_after_batch(query: StreamingQuery, grace_s: float) -> None:
-    """Let the micro-batch in flight finish (waiting at most ``grace_s``), then stop the query.
+def _stop_after_batch(query: StreamingQuery, grace_s: float, hurry: threading.Event) -> None:
+    """Let the micro-batch in flight finish (waiting at most ``grace_s``, or until ``hurry``), then stop the query.
 
     While the clock is ahead Spark starts the next batch as soon as one ends, so the stop lands
     at that batch's very start, before its writes; after ``grace_s`` it cuts the batch in flight
     short. Both are safe: the batch's offsets are logged but not committed, the restart replays
     it with the same rows, and the sinks' idempotent writes skip what was already written.
     """
-    in_flight = _last_batch(query) + 1
     deadline = time.monotonic() + grace_s
-    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+    # A query stopped while it initializes its sources leaves Spark's Python source runner to time out
+    # connecting back (a CANNOT_OPEN_SOCKET traceback on stderr): let it get that far first.
+    while query.isActive and query.status.get("message") == "Initializing sources" and not hurry.is_set():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    in_flight = _last_batch(query) + 1
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline and not hurry.is_set():
         if _last_batch(query) >= in_flight:
             break
         time.sleep(0.05)
@@ -283,16 +404,6 @@ def _batch_start(batch_id: Any) -> str | None:
     except ValueError:
         return None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _remove_tree(path: Path) -> None:
-    """rmtree that retries: a log line written meanwhile may recreate a folder under manifests/."""
-    for attempt in range(5):
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
-            return
-        time.sleep(0.1 * (attempt + 1))
-    shutil.rmtree(path)
 
 
 def _forget_delta_tables(spark: SparkSession) -> None:

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from fleetgen_spark.clean import finish_interrupted_clean
 from fleetgen_spark.exceptions import FleetGenError
 from fleetgen_spark.manifests import Layout
 
@@ -62,6 +63,8 @@ def hold(layout: Layout, command: str | None = None) -> None:
         handle.write(f"pid {os.getpid()} ({what})\n")
         handle.flush()
         _held[layout.root] = handle
+    # A clean that a kill interrupted is completed or undone by the next writer, whoever it is.
+    finish_interrupted_clean(layout)
 
 
 def release(layout: Layout) -> None:

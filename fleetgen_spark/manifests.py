@@ -42,7 +42,8 @@ class Layout:
 
     @property
     def lock_path(self) -> Path:
-        """The file a writing process holds locked; its presence marks a fleetgen data directory."""
+        """The file a writing process holds locked; its presence marks a directory that fleetgen made
+        (clean refuses any other)."""
         return self.root / ".fleetgen.lock"
 
     def table(self, name: str) -> Path:

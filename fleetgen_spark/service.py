@@ -12,40 +12,54 @@ the endpoints and signals is :class:`fleetgen_spark.control.Controller`.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Response as FastAPIResponse
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from pyspark.sql import SparkSession
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleetgen_spark import __version__
-from fleetgen_spark.client import TOKEN_ENV
 from fleetgen_spark.config import Config
 from fleetgen_spark.control import Controller, ServiceError, check_speedup
 from fleetgen_spark.exceptions import FleetGenError, OptionError
+from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import configure_logging, get_logger, log_event, read_logs
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import ProgressListener
+from fleetgen_spark.rest import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    TOKEN_ENV,
+    allowed_hosts,
+    allowed_origins,
+    base_url,
+    draw_token,
+    is_loopback,
+    token_path,
+)
 
 __all__ = [
-    "TOKEN_ENV",
     "Service",
     "check_bind",
     "create_app",
@@ -61,95 +75,269 @@ _SIGNAL_COMMANDS = {
 }
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token: anyone on the network could clean the data."""
     if not token and not is_loopback(host):
         raise OptionError(
             f"--host {host!r} is not a loopback address and {TOKEN_ENV} is not set; refusing to expose "
-            f"pause, resume and clean without a token: set {TOKEN_ENV} (clients send it as "
-            "'Authorization: Bearer <token>') or listen on --host 127.0.0.1"
+            f"pause, resume and clean with a token saved on this machine only: set {TOKEN_ENV} (clients send "
+            "it as 'Authorization: Bearer <token>') or listen on --host 127.0.0.1"
         )
 
 
-# -- REST API ---------------------------------------------------------------------------------------
+# -- REST API: what it answers ------------------------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """One bad request parameter."""
+
+    parameter: str = Field(examples=["query.limit"])
+    message: str = Field(examples=["Input should be less than or equal to 1000"])
+    received: str = Field(examples=["5000"])
+
+
+class ErrorBody(BaseModel):
+    """Every error the service answers (401, 403, 404, 405, 409, 422, 503): never HTML, never a stack trace."""
+
+    error: str = Field(description="the HTTP reason phrase, lower case", examples=["conflict"])
+    detail: str | list[Problem] = Field(description="what was wrong and what to do; for 422 one entry per parameter")
+
+
+class Health(BaseModel):
+    """The state of the service and its two queries."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["running", "paused", "pausing", "resuming"]
+    uptime_s: float
+    pid: int
+    batches_generated_count: int
+    total_events: int
+    last_driver_batch: str | None
+    last_company_batch: str | None
+    last_company_batch_time: str | None
+    last_driver_batch_time: str | None
+    last_generated_at: str | None
+    dataset: dict[str, Any] | None = Field(description="data dir, seed, start, speedup; null after a clean")
+    queries: dict[str, dict[str, Any]] = Field(description="per query: Spark's id, runId, name, isActive, ...")
+    last_error: str | None = Field(description="why the last pause or resume failed, if it did")
+
+
+class Changed(Health):
+    """The state after a pause or resume request; ``changed`` is false when there was nothing to do."""
+
+    changed: bool
+
+
+class Cleaned(Health):
+    """The state after a clean: still paused, no dataset."""
+
+    removed: list[str] = Field(examples=[["delta", "checkpoints", "manifests"]])
+    data_dir: str
+
+
+class Logs(BaseModel):
+    """Log records, newest first."""
+
+    count: int
+    records: list[dict[str, Any]]
+
+
+_EXAMPLES: dict[int, tuple[str, str]] = {
+    401: ("a missing or wrong token", "POST endpoints need the header 'Authorization: Bearer <token>' ..."),
+    403: ("a Host that is not the service's own address, or an Origin of another site", "Host ... is refused"),
+    409: ("not possible in the current state, e.g. clean while running", "clean needs a paused service: ..."),
+    422: ("a bad query parameter", "[{parameter, message, received}]"),
+    503: ("the service is shutting down", "the service is shutting down"),
+}
+_AUTH_HEADER = {"WWW-Authenticate": {"description": "always `Bearer`", "schema": {"type": "string"}}}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        description, detail = _EXAMPLES[code]
+        example: dict[str, Any] = {"error": _reason(code), "detail": detail}
+        if code == 422:
+            example = {
+                "error": "invalid request",
+                "detail": [{"parameter": "query.limit", "message": "...", "received": "0"}],
+            }
+        responses[code] = {
+            "model": ErrorBody,
+            "description": description,
+            "content": {"application/json": {"example": example}},
+            **({"headers": _AUTH_HEADER} if code == 401 else {}),
+        }
+    return responses
+
 
 _LEVEL = r"(?i)^(debug|info|warning|error|critical)$"
 Level = Annotated[str, Query(pattern=_LEVEL, description="minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL")]
-Since = Annotated[str | None, Query(max_length=64, description="ISO-8601 instant, e.g. 2025-11-08T14:15:00Z")]
+Since = Annotated[
+    str | None,
+    Query(
+        description="RFC 3339 instant with its offset, e.g. 2025-11-08T14:15:00Z; records not before it",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
+# RFC 3339 date-time (what the document's `format: date-time` promises): a number or a bare date is refused.
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many records, newest first")]
-_BEARER = HTTPBearer(auto_error=False, description=f"the service's {TOKEN_ENV}, when it has one")
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description=f"{TOKEN_ENV}, or the token the service saved in <data_dir>/manifests/api_token",
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+_DESCRIPTION = f"""Pause, resume and clean the fleetgen streaming queries of one data directory; read its logs.
+
+* POST endpoints need `Authorization: Bearer TOKEN`: `{TOKEN_ENV}` when the service has it, else the token it
+  saved owner-only in `<data_dir>/manifests/api_token` (401 otherwise).
+* Every request whose `Host` is not the service's own address (DNS rebinding) or that carries an `Origin` of
+  another site (a web page) is refused with 403 and changes nothing.
+* `POST /pause` and `POST /resume` answer 202 at once with the status `pausing` or `resuming`; poll
+  `GET /health` until it reads `paused` or `running`. They answer 200 when there is nothing to do.
+* Every error is JSON `{{"error", "detail"}}`: 401, 403, 404 (no such path), 405 (another method; `Allow`
+  lists the allowed ones), 409, 422, 503.
+"""
 
 
-def create_app(controller: Controller, token: str | None = None) -> FastAPI:
-    """The REST API over a controller; POST endpoints need ``Authorization: Bearer <token>`` when a token is set."""
-    app = FastAPI(
-        title="fleetgen control service",
-        version=__version__,
-        description="Pause, resume and clean the fleetgen streaming queries of one data directory; read its logs.",
-    )
+def create_app(controller: Controller, token: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> FastAPI:
+    """The REST API over a controller, answering only as ``host:port``; POST endpoints need the bearer ``token``."""
+    app = FastAPI(title="fleetgen control service", version=__version__, description=_DESCRIPTION)
+    app.add_middleware(_SameOrigin, hosts=allowed_hosts(host, port), origins=allowed_origins(host, port))
     _install_error_handlers(app)
 
     def authorize(credentials: Credentials) -> None:
-        if token is None:
-            return
         given = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(
                 401,
-                detail=f"POST endpoints need the header 'Authorization: Bearer <token>' with the service's {TOKEN_ENV}",
+                detail=(
+                    "POST endpoints need the header 'Authorization: Bearer <token>' with the service's "
+                    f"{TOKEN_ENV}, or the token in <data_dir>/manifests/api_token"
+                ),
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
     guarded = [Depends(authorize)]
 
-    @app.get("/health", summary="status, uptime, batch counts and the state of both queries")
-    def health() -> dict[str, Any]:
-        return controller.health()
+    @app.get("/health", summary="status, uptime, batch counts and the state of both queries", responses=_errors(403))
+    def health() -> Health:
+        return Health(**controller.health())
 
-    @app.post("/pause", dependencies=guarded, summary="stop both queries after their current batch (idempotent)")
-    def pause() -> dict[str, Any]:
-        changed = controller.pause("api")
-        return {**controller.health(), "changed": changed}
+    def change(command: Literal["pause", "resume"], response: FastAPIResponse) -> Changed:
+        changed = controller.request(command, "api")
+        body = controller.health()
+        response.status_code = 202 if changed or body["status"] in ("pausing", "resuming") else 200
+        return Changed(**body, changed=changed)
 
-    @app.post("/resume", dependencies=guarded, summary="restart both queries from their checkpoints (idempotent)")
-    def resume() -> dict[str, Any]:
-        changed = controller.resume("api")
-        return {**controller.health(), "changed": changed}
+    accepted = "accepted: the status is `{}` until the change is done (poll GET /health)"
+    done = "nothing to do: already {}"
 
-    @app.post("/clean", dependencies=guarded, summary="remove tables, checkpoints and manifests (paused only)")
-    def clean() -> dict[str, Any]:
+    @app.post(
+        "/pause",
+        dependencies=guarded,
+        status_code=202,
+        summary="stop both queries after their current batch (202 at once; idempotent)",
+        responses={
+            202: {"description": accepted.format("pausing")},
+            200: {"model": Changed, "description": done.format("paused")},
+            **_errors(401, 403, 503),
+        },
+    )
+    def pause(response: FastAPIResponse) -> Changed:
+        return change("pause", response)
+
+    @app.post(
+        "/resume",
+        dependencies=guarded,
+        status_code=202,
+        summary="restart both queries from their checkpoints (202 at once; idempotent)",
+        responses={
+            202: {"description": accepted.format("resuming")},
+            200: {"model": Changed, "description": done.format("running")},
+            **_errors(401, 403, 503),
+        },
+    )
+    def resume(response: FastAPIResponse) -> Changed:
+        return change("resume", response)
+
+    @app.post(
+        "/clean",
+        dependencies=guarded,
+        summary="remove tables, checkpoints and manifests (paused only; it stays paused)",
+        responses=_errors(401, 403, 409, 503),
+    )
+    def clean() -> Cleaned:
         removed = controller.clean("api")
-        return {**controller.health(), "removed": removed, "data_dir": str(controller.layout.root)}
+        return Cleaned(**controller.health(), removed=removed, data_dir=str(controller.layout.root))
 
-    @app.get("/logs", summary="log records at or above a level and not before a time, newest first")
-    def logs(level: Level = "DEBUG", since: Since = None, limit: Limit = 100) -> dict[str, Any]:
+    @app.get(
+        "/logs",
+        summary="log records at or above a level and not before a time, newest first",
+        responses=_errors(403, 422),
+    )
+    def logs(level: Level = "DEBUG", since: Since = None, limit: Limit = 100) -> Logs:
         records = read_logs(controller.layout.root, min_level=level.upper(), since=_parse_since(since), limit=limit)
-        return {"count": len(records), "records": records}
+        return Logs(count=len(records), records=records)
 
     return app
 
 
+class _SameOrigin:
+    """Refuse (403) a request whose Host is not the service's own address, or whose Origin is another site's.
+
+    A web page can send a "simple" POST to 127.0.0.1 without a preflight (Origin tells it apart), and a DNS
+    name rebound to 127.0.0.1 lets a page read the answers (its Host header is that name).
+    """
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str], origins: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = self._problem(Headers(scope=scope))
+            if problem is not None:
+                await _error(403, "forbidden", problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, headers: Headers) -> str | None:
+        host = headers.get("host", "")
+        if host.lower() not in self.hosts:
+            return f"Host {host[:100]!r} is not this service's address; use one of {', '.join(sorted(self.hosts))}"
+        origin = headers.get("origin")
+        if origin is not None and origin.lower() not in self.origins:
+            return f"requests from {origin[:100]!r} are refused: only this service's own pages may call it"
+        return None
+
+
 def _parse_since(text: str | None) -> datetime | None:
+    """An RFC 3339 instant in UTC; a leap second counts as :59; before year 1 or after 9999 is clamped."""
     if text is None:
         return None
+    match = _RFC3339.fullmatch(text)
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)
-    except (ValueError, OverflowError) as err:
-        problem = {"loc": ("query", "since"), "msg": f"not an ISO-8601 instant ({err})", "input": text}
+        if match is None:
+            raise ValueError("expected an RFC 3339 instant with its offset, e.g. 2025-11-08T14:15:00Z")
+        year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+        micros = int((match[7] or ".0")[1:7].ljust(6, "0"))
+        zone = timezone.utc
+        if match[8] not in ("Z", "z"):
+            sign = -1 if match[8][0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(match[8][1:3]), minutes=int(match[8][4:6])))
+        moment = datetime(year, month, day, hour, minute, min(second, 59), micros, zone)
+    except ValueError as err:
+        problem = {"loc": ("query", "since"), "msg": f"not an RFC 3339 instant ({err})", "input": text}
         raise RequestValidationError([problem]) from err
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # year 1 with a positive offset, or 9999 with a negative one: before or after any log
+        edge = datetime.min if year < 2 else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
 
 
 def _error(status: int, error: str, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -183,7 +371,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FleetGenError)
     async def refused(request: Request, exc: FleetGenError) -> Response:
-        status = exc.status_code if isinstance(exc, ServiceError) else 409  # e.g. a data dir's dataset.md conflicts
+        # e.g. a clean refused by the data directory (CleanError), or its dataset.md conflicts
+        status = exc.status_code if isinstance(exc, ServiceError) else 409
         return _error(status, _reason(status), str(exc))
 
     @app.exception_handler(Exception)
@@ -207,6 +396,8 @@ class Service:
 
     ``start()``/``stop()`` run it inside a caller's process (tests share one SparkSession);
     ``run_forever()`` is ``fleetgen run``: it installs the signal handlers and blocks until told to stop.
+    ``token`` is the bearer token of the POST endpoints; None draws one and saves it owner-only in
+    ``manifests/api_token`` for the clients of this data directory.
     """
 
     def __init__(
@@ -215,17 +406,18 @@ class Service:
         layout: Layout,
         config: Config,
         speedup: str = "1",
-        host: str = "127.0.0.1",
-        port: int = 18000,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
         token: str | None = None,
         state_every_s: float = 300.0,
         stop_grace_s: float = 120.0,
     ) -> None:
         check_bind(host, token)
-        self.controller = Controller(spark, layout, config, speedup, stop_grace_s)
+        self.token = token or draw_token()
+        saved = None if token else self.token
+        self.controller = Controller(spark, layout, config, speedup, stop_grace_s, token=saved)
         self.host = host
         self.port = port
-        self.token = token or None
         self.state_every_s = state_every_s
         # Signal handlers only put here: SimpleQueue.put is reentrant, a lock would risk a deadlock.
         self.commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
@@ -238,8 +430,7 @@ class Service:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return base_url(self.host, self.port)
 
     def start(self) -> None:
         """Bind the port, recover the saved state, start the queries (unless paused), then serve."""
@@ -254,7 +445,7 @@ class Service:
             spark.streams.removeListener(self._listener)
             raise
         config = uvicorn.Config(
-            create_app(self.controller, self.token),
+            create_app(self.controller, self.token, self.host, self.port),
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -273,10 +464,11 @@ class Service:
                 self.stop("failed start")
                 raise ServiceError(f"the REST API did not start on {self.url}", status_code=500)
             time.sleep(0.02)
-        log_event(_log, "service listening", url=self.url, status=self.controller.status, pid=os.getpid())
+        where = token_path(self.controller.layout.root) if self.controller.token else f"${TOKEN_ENV}"
+        log_event(_log, "service listening", url=self.url, status=self.controller.status, pid=os.getpid(), token=where)
 
     def stop(self, trigger: str = "stop") -> None:
-        """Stop the queries cleanly, save the state, then stop serving."""
+        """Stop the queries cleanly (a pause in progress hurries), save the state, then stop serving."""
         self._stopping = True
         self.controller.shutdown(trigger)
         if self._server is not None:
@@ -318,7 +510,11 @@ class Service:
         self.commands.put((command, signal.Signals(signum).name))
 
     def _control_loop(self) -> None:
-        """Run queued commands one at a time, and save the state every ``state_every_s``."""
+        """Hand queued commands on without waiting for them, and save the state every ``state_every_s``.
+
+        A pause or resume goes to the controller's worker (it returns at once), so a stop queued behind
+        one is seen at once and SIGTERM never waits for a pause to finish.
+        """
         next_save = time.monotonic() + self.state_every_s
         while True:
             try:
@@ -335,16 +531,13 @@ class Service:
                 self.stop_requested.set()
                 continue
             try:
-                getattr(self.controller, command)(trigger)
+                self.controller.request("pause" if command == "pause" else "resume", trigger)
             except FleetGenError as err:
                 log_event(_log, f"{command} refused", logging.WARNING, trigger=trigger, reason=str(err))
-            except Exception as err:
-                log_event(_log, f"{command} failed", logging.ERROR, trigger=trigger, error=str(err))
 
     def _save_periodically(self) -> None:
         try:
-            if not self.controller.stopped:
-                self.controller.save()
+            self.controller.save_if_idle()
         except Exception as err:  # a full disk must not stop generation; the next save retries
             log_event(_log, "could not save the state", logging.ERROR, error=str(err))
 
@@ -377,14 +570,15 @@ def serve(
     *,
     master: str | None = None,
     speedup: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 18000,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
 ) -> int:
     """``fleetgen run``: the SparkSession, both queries and the REST API in one process."""
-    token = os.environ.get(TOKEN_ENV) or None
+    token = os.environ.get(TOKEN_ENV) or None  # None: the service draws one and saves it for its clients
     check_bind(host, token)  # before Spark starts: refuse fast
     check_speedup(speedup or "1")
     layout = Layout(data_dir)
+    hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
     configure_logging(layout.root)
     from fleetgen_spark.session import spark_session
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +123,49 @@ def test_formatting_is_plain_text() -> None:
 def test_data_dir_is_not_touched_by_a_failed_client(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = fleetgen(capsys, "status", "--port", str(_free_port()), "--data-dir", str(tmp_path / "d"))
     assert code == 1 and not (tmp_path / "d").exists()
+
+
+def test_the_client_of_a_data_dir_uses_the_token_the_service_drew(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No FLEETGEN_API_TOKEN: the service draws one, saves it owner-only, the CLI of that --data-dir reads it."""
+    monkeypatch.delenv("FLEETGEN_API_TOKEN", raising=False)
+    layout = Layout(tmp_path / "data")
+    update_json(layout.state, paused=True)
+    configure_logging(layout.root, stderr=False)
+    drawn = Service(spark, layout, load_config("small"), "3600", "127.0.0.1", 0)
+    drawn.start()
+    try:
+        saved = layout.manifests / "api_token"
+        assert saved.read_text().strip() == drawn.token and len(drawn.token) >= 32
+        assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+        port, data_dir = str(drawn.port), str(layout.root)
+
+        code, out, err = fleetgen(capsys, "pause", "--port", port, "--data-dir", str(tmp_path / "elsewhere"))
+        assert (code, out) == (1, "") and "401 unauthorized" in err and "--data-dir" in err
+
+        code, out, _ = fleetgen(capsys, "pause", "--port", port, "--data-dir", data_dir)
+        assert (code, out.split(":")[0]) == (0, "already paused")
+        code, out, _ = fleetgen(capsys, "clean", "--port", port, "--data-dir", data_dir)
+        assert code == 0 and "still paused" in out
+        assert saved.read_text().strip() == drawn.token  # clean keeps the token
+        code, out, _ = fleetgen(capsys, "pause", "--port", port, "--data-dir", data_dir)
+        assert (code, out.split(":")[0]) == (0, "already paused")
+    finally:
+        drawn.stop()
+        configure_logging(None, stderr=False)
+
+
+def test_resume_and_pause_wait_until_the_change_is_done(
+    service: Service, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service answers 202 at once; the command returns only when /health reads running, then paused."""
+    monkeypatch.setenv("FLEETGEN_API_TOKEN", TOKEN)
+    port = str(service.port)
+    code, out, _ = fleetgen(capsys, "resume", "--port", port)
+    assert (code, out.split(":")[0]) == (0, "resumed")
+    assert service.controller.status == "running" and service.controller.health()["queries"]
+    code, out, _ = fleetgen(capsys, "pause", "--port", port, "--json")
+    body = json.loads(out)
+    assert code == 0 and body["status"] == "paused" and body["last_error"] is None
+    assert not any(q["isActive"] for q in body["queries"].values())
