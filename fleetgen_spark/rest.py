@@ -15,10 +15,9 @@ import ipaddress
 import os
 import secrets
 import socket
-import tempfile
 from pathlib import Path
 
-from fleetgen_spark.manifests import Layout
+from fleetgen_spark.manifests import Layout, write_text_atomic
 
 __all__ = [
     "DEFAULT_HOST",
@@ -93,17 +92,7 @@ def draw_token() -> str:
 
 def write_token(path: Path, token: str) -> None:
     """Save a token owner-only (0600) and atomically: a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp makes it 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(token + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, token + "\n")
 
 
 def read_token(data_dir: str | os.PathLike[str]) -> str | None:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
-from pyspark.sql.types import BooleanType, DateType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
+from fleetgen_spark.generate import COMPANY_SCHEMA, EVENT_SCHEMA
 from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout
 
@@ -39,30 +41,10 @@ T = TypeVar("T")
 # UUIDs, so their per-file min/max span everything; collecting them cost ~1 us/row (measured).
 EVENT_STATS_COLUMNS = "timestamp,batch_id,interval_start,interval_end,event_type"
 
-EVENTS_TABLE_SCHEMA = StructType(
-    [
-        StructField("event_id", StringType(), False),
-        StructField("driver_id", StringType(), False),
-        StructField("company_id", StringType(), False),
-        StructField("truck_id", StringType(), True),
-        StructField("event_type", StringType(), False),
-        StructField("timestamp", TimestampType(), False),
-        StructField("batch_id", StringType(), False),
-        StructField("interval_start", TimestampType(), False),
-        StructField("interval_end", TimestampType(), False),
-        StructField("event_date", DateType(), True),
-    ]
-)
-
-COMPANIES_SCHEMA = StructType(
-    [
-        StructField("company_id", StringType(), False),
-        StructField("company_name", StringType(), False),
-        StructField("geography", StringType(), False),
-        StructField("active", BooleanType(), False),
-        StructField("created_at", TimestampType(), False),
-    ]
-)
+# The tables hold what the sources make (the same Arrow schemas, so they can never drift apart);
+# driver_events adds the date it is partitioned by.
+EVENTS_TABLE_SCHEMA = StructType([*from_arrow_schema(EVENT_SCHEMA).fields, StructField("event_date", DateType(), True)])
+COMPANIES_SCHEMA = from_arrow_schema(COMPANY_SCHEMA)
 
 BATCHES_SCHEMA = StructType(
     [
