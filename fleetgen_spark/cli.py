@@ -31,7 +31,7 @@ from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
 from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import configure_logging, get_logger, log_event
-from fleetgen_spark.manifests import Layout
+from fleetgen_spark.manifests import Layout, read_json
 from fleetgen_spark.progress import Progress
 
 __all__ = ["COMMANDS", "ENVIRONMENT", "build_parser", "main"]
@@ -228,14 +228,14 @@ def cmd_events(args: argparse.Namespace) -> int:
     kwargs = {"speedup": args.speedup or "1", "start": _just_closed(config), "max_intervals_per_trigger": 96}
     with _pipeline(args, config, **kwargs) as pipeline:
         pipeline.run_available_now()
-    manifest = pipeline.layout.batch_manifest
-    if not manifest.is_file():
+    manifest = read_json(pipeline.layout.batch_manifest)
+    if not manifest.get("batch_count"):
         print(
             f"no interval has closed yet in {pipeline.layout.root} (speedup {args.speedup or '1'}); "
             "run again later, or use `fleetgen run` to generate as intervals close"
         )
         return 0
-    print(json.dumps(json.loads(manifest.read_text()), indent=2))
+    print(json.dumps(manifest, indent=2))
     return 0
 
 

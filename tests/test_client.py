@@ -95,7 +95,8 @@ def test_clean_reports_what_it_removed(
 ) -> None:
     monkeypatch.setenv("FLEETGEN_API_TOKEN", TOKEN)
     code, out, _ = fleetgen(capsys, "clean", "--port", str(service.port))
-    assert code == 0 and out.startswith(f"cleaned {service.controller.layout.root}: removed manifests/")
+    # The tables exist (empty) from the service's first start, so clean removes them too.
+    assert code == 0 and out.startswith(f"cleaned {service.controller.layout.root}: removed delta/, manifests/")
     assert "still paused" in out
     assert not service.controller.layout.dataset_md.exists()
 
