@@ -109,14 +109,19 @@ class Pipeline:
     dataset: Dataset = field(init=False)
     _anchor: tuple[datetime, float] | None = field(default=None, init=False, repr=False)
     _queries: list[StreamingQuery] = field(default_factory=list, init=False, repr=False)
+    _empty: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         hold(self.layout)
         self.dataset = ensure_dataset(self.layout, self.config, self.start)
         self.config = self.config.with_seed(self.dataset.seed)
-        ensure_tables(self.spark, self.layout)
-        written = Ledger.load(self.spark, self.layout).written_until
+        # Tables this pipeline has just created are empty until its queries run: no need to read them.
+        self._empty = set(ensure_tables(self.spark, self.layout))
+        written = self._ledger().written_until
         record_event_shape(self.layout, self.config, written, epoch_seconds(self.dataset.start))
+
+    def _ledger(self) -> Ledger:
+        return Ledger() if {"batches", "driver_events"} <= self._empty else Ledger.load(self.spark, self.layout)
 
     def options(self, **extra: str | None) -> dict[str, str]:
         return source_options(
@@ -134,7 +139,7 @@ class Pipeline:
         A start with neither query running begins a new round: its simulated clock reads the
         first interval the tables lack at this wall-clock instant, for both queries alike.
         """
-        ledger = Ledger.load(self.spark, self.layout)
+        ledger = self._ledger()
         ledger.write_manifest(self.layout)  # the manifest agrees with the tables from the start
         resume = ledger.written_until or epoch_seconds(self.dataset.start)
         if self._anchor is None or not any(q.isActive for q in self._queries):
@@ -145,12 +150,11 @@ class Pipeline:
     def start_companies(self, available_now: bool = False) -> StreamingQuery:
         writer = CompaniesWriter(self.layout)
         _, extra = self._round()
-        last = (
-            self.spark.read.format("delta")
-            .load(str(self.layout.table("companies")))
-            .agg(F.max(F.col("created_at").cast("long")).alias("m"))
-            .collect()[0]["m"]
-        )
+        last = None
+        if "companies" not in self._empty:
+            table = self.spark.read.format("delta").load(str(self.layout.table("companies")))
+            last = table.agg(F.max(F.col("created_at").cast("long")).alias("m")).collect()[0]["m"]
+        self._empty.discard("companies")
         # A new checkpoint begins after the last tick the table holds (the MERGE would skip it anyway).
         extra["resumeFrom"] = iso(from_epoch(int(last) + 1)) if last is not None else iso(self.dataset.start)
         reader = self.spark.readStream.format("fleetgen_companies").options(**self.options(**extra)).load()
@@ -163,6 +167,7 @@ class Pipeline:
 
     def start_events(self, available_now: bool = False) -> StreamingQuery:
         ledger, extra = self._round()
+        self._empty -= {"batches", "driver_events", "discarded_events"}
         extra["maxIntervalsPerTrigger"] = str(self.max_intervals_per_trigger)
         if self.num_partitions:
             extra["numPartitions"] = str(self.num_partitions)

@@ -102,11 +102,12 @@ def _create_sql(layout: Layout, name: str) -> str:
     return sql
 
 
-def ensure_tables(spark: SparkSession, layout: Layout) -> None:
-    """Create every table of the data directory that does not exist yet (empty)."""
-    for name in TABLES:
-        if not has_commits(layout.table(name)):
-            retry_conflicts(lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")  # type: ignore[misc]
+def ensure_tables(spark: SparkSession, layout: Layout) -> list[str]:
+    """Create every table of the data directory that does not exist yet (empty); name those created."""
+    created = [name for name in TABLES if not has_commits(layout.table(name))]
+    for name in created:
+        retry_conflicts(lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")  # type: ignore[misc]
+    return created
 
 
 # Delta's optimistic-concurrency conflicts, by error condition: another writer committed first and
