@@ -252,6 +252,16 @@ class EventSpec:
     # The drivers_per_company a data directory began with: it numbers the trucks, so a driver keeps
     # its truck_id when drivers_per_company changes later (None: the current drivers_per_company).
     truck_drivers: int | None = None
+    # The realism knobs of delivery (fleetgen_spark.messy); all 0 leaves event_batches the whole story.
+    late_fraction: float = 0.0
+    max_lateness_s: int = 0
+    duplicate_fraction: float = 0.0
+    bad_record_fraction: float = 0.0
+
+    @property
+    def messy(self) -> bool:
+        """Whether deliveries differ from the events as generated (late, duplicate or bad records)."""
+        return self.late_fraction > 0 or self.duplicate_fraction > 0 or self.bad_record_fraction > 0
 
 
 # Trucks of drivers added by a later raise of drivers_per_company are numbered after every truck
