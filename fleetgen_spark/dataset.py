@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetgen_spark.clock import align_down, epoch_seconds, from_epoch, iso, parse_instant
-from fleetgen_spark.config import Config, parse_duration
+from fleetgen_spark.config import EVENT_TYPES, Config, parse_duration
 from fleetgen_spark.exceptions import ConfigError
 from fleetgen_spark.manifests import Layout, read_json, utc_now_iso, write_json_atomic
 from fleetgen_spark.options import SourceOptions
@@ -104,6 +104,11 @@ def event_shapes(options: SourceOptions) -> list[tuple[int, Config]]:
 def _config_values(shape: dict[str, Any]) -> dict[str, Any]:
     values = {name: shape.get(name, _SHAPE_DEFAULTS.get(name)) for name in EVENT_SHAPE_FIELDS}
     values["max_lateness"] = parse_duration(values["max_lateness"], "max_lateness")
+    # The JSON file keeps keys sorted; the weights must be in EVENT_TYPES order again, or the
+    # cumulative weights (and so every event_type) follow the alphabet instead (model_copy does
+    # not validate).
+    weights = values["event_type_weights"]
+    values["event_type_weights"] = {name: float(weights.get(name, 0.0)) for name in EVENT_TYPES}
     return values
 
 

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark.config import EVENT_TYPES, config_dirs, load_config
-from fleetgen_spark.dataset import EVENT_SHAPE_FIELDS, onboarding_plan
+from fleetgen_spark.dataset import EVENT_SHAPE_FIELDS, event_shapes, onboarding_plan, record_event_shape
 from fleetgen_spark.exceptions import ConfigError, OptionError
 from fleetgen_spark.generate import event_batches
 from fleetgen_spark.manifests import Layout
@@ -90,6 +90,17 @@ def test_the_knobs_are_source_options() -> None:
     options = parse_options({"config": "small", "late_fraction": "0.2", "max_lateness": "PT1H"})
     assert options.config.late_fraction == 0.2 and options.config.max_lateness_seconds == 3600
     assert load_config("messy", max_lateness="PT0S").to_yaml_dict()["max_lateness"] in ("PT0S", "P0D")
+
+
+def test_recorded_event_shapes_keep_the_weights_in_event_type_order(tmp_path: Path) -> None:
+    """The shapes file keeps its keys sorted; read back, the weights must follow EVENT_TYPES again,
+    or a pipeline's event types differ from the source's (found by the dropDuplicates exercise)."""
+    layout = Layout(tmp_path)
+    record_event_shape(layout, load_config("messy"), None, S)
+    options = parse_options({"config": "messy", "dataDir": str(tmp_path)})
+    (_, config), *_ = event_shapes(options)
+    assert list(config.event_type_weights) == list(EVENT_TYPES) and config.max_lateness_seconds == 1800
+    assert event_specs(options, 100)(S) == event_spec(load_config("messy"), 100)
 
 
 # --- generation --------------------------------------------------------------------------------------
@@ -301,3 +312,106 @@ def test_drop_duplicates_gives_the_knob_off_run(spark: SparkSession, messy_dir: 
     assert messy.filter(F.col("timestamp") < cutoff).exceptAll(clean).count() == 0
     assert clean.filter(F.col("timestamp") < cutoff).exceptAll(messy).count() == 0
     assert messy.exceptAll(clean).count() == 0  # what a bounded run did not deliver is only missing
+
+
+# What the README's exercise keeps: rows without a defect a single record shows (the company check
+# needs the companies table; those records carry an in-interval timestamp, harmless to a watermark).
+VALID = (
+    "truck_id IS NOT NULL AND event_type IN ('start driving', 'stopped driving', 'delivered') "
+    "AND timestamp < interval_end AND timestamp >= interval_start - INTERVAL 30 MINUTES"
+)
+
+
+def _window_start(stamp: datetime) -> datetime:
+    return stamp.replace(second=0, microsecond=0) - timedelta(minutes=stamp.minute % 5)
+
+
+def _predicted_window_counts(rows: list[Any], delay: timedelta) -> dict[datetime, int]:
+    """The 5-minute window counts a watermarked aggregation keeps, one micro-batch per interval.
+
+    Spark drops a row of micro-batch k whose window ended at or before the watermark of micro-batch
+    k - 1: the largest timestamp delivered before micro-batch k - 1, minus the delay.
+    """
+    by_interval: dict[datetime, list[datetime]] = {}
+    for row in rows:
+        by_interval.setdefault(row["interval_start"], []).append(row["timestamp"])
+    starts = sorted(by_interval)
+    kept: Counter[datetime] = Counter()
+    for i, start in enumerate(starts):
+        before = [t for s in starts[: max(0, i - 1)] for t in by_interval[s]]
+        watermark = max(before) - delay if before else None
+        for stamp in by_interval[start]:
+            window = _window_start(stamp)
+            if watermark is None or window + timedelta(minutes=5) > watermark:
+                kept[window] += 1
+    return dict(kept)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", ["0 seconds", "45 minutes"])
+def test_exercise_windows_with_a_watermark_drop_what_the_answer_key_predicts(
+    spark: SparkSession, tmp_path: Path, delay: str
+) -> None:
+    options = {"config": "messy", "start": START.isoformat(), "end": (START + timedelta(hours=4)).isoformat()}
+    events = spark.readStream.format("fleetgen").options(speedup="max", maxIntervalsPerTrigger="1", **options)
+    counts = (
+        events.load()
+        .filter(VALID)
+        .withWatermark("timestamp", delay)
+        .groupBy(F.window("timestamp", "5 minutes"))
+        .count()
+    )
+    name = f"messy_windows_{delay.split()[0]}"
+    query = counts.writeStream.outputMode("update").format("memory").queryName(name).trigger(availableNow=True)
+    query.option("checkpointLocation", str(tmp_path / "cp")).start().awaitTermination()
+    got = {
+        r["w"]["start"]: r["n"]
+        for r in spark.sql(f"SELECT window AS w, max(count) AS n FROM {name} GROUP BY window").collect()
+    }
+    delivered = spark.read.format("fleetgen").options(**options).load().filter(VALID).collect()
+    minutes = int(delay.split()[0]) if "minutes" in delay else 0
+    predicted = _predicted_window_counts(delivered, timedelta(minutes=minutes))
+    assert got == predicted
+    dropped = len(delivered) - sum(got.values())
+    late = sum(1 for r in delivered if r["timestamp"] < r["interval_start"])
+    if minutes >= 30 + 15:  # max_lateness plus an interval: nothing is ever too late
+        assert dropped == 0
+    else:
+        assert 0 < dropped <= late  # only late rows are dropped, never on-time ones
+
+
+@pytest.mark.slow
+def test_exercise_drop_duplicates_within_watermark_gives_the_knob_off_events(
+    spark: SparkSession, messy_dir: Pipeline, tmp_path: Path
+) -> None:
+    feed = spark.readStream.format("delta").load(str(messy_dir.layout.table("driver_events")))
+    deduped = feed.withWatermark("timestamp", "45 minutes").dropDuplicatesWithinWatermark(["event_id"])
+    out = str(tmp_path / "deduped")
+    query = deduped.writeStream.format("delta").option("checkpointLocation", str(tmp_path / "cp"))
+    query.trigger(availableNow=True).start(out).awaitTermination()
+    plain = spark.read.format("fleetgen").options(
+        config="small", start=START.isoformat(), end=(START + timedelta(hours=6)).isoformat()
+    )
+    cutoff = F.lit(START + timedelta(hours=6) - timedelta(minutes=30))
+    clean = plain.load().select(*EVENT_FIELDS)
+    result = spark.read.format("delta").load(out).select(*EVENT_FIELDS)
+    assert result.count() == result.select("event_id").distinct().count()
+    assert result.filter(F.col("timestamp") < cutoff).exceptAll(clean).count() == 0
+    assert clean.filter(F.col("timestamp") < cutoff).exceptAll(result).count() == 0
+    assert result.exceptAll(clean).count() == 0
+
+
+@pytest.mark.slow
+def test_a_batches_table_from_before_the_knobs_gains_the_answer_key_columns(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    layout = Layout(tmp_path)
+    old = "batch_id STRING, interval_start TIMESTAMP, interval_end TIMESTAMP, event_count BIGINT, seed BIGINT, "
+    old += "generation_time TIMESTAMP, eligible_companies BIGINT, total_companies BIGINT"
+    spark.sql(f"CREATE TABLE delta.`{layout.table('batches')}` ({old}) USING delta")
+    pipeline = _backfill(spark, tmp_path, 1, "messy", per_trigger=4)
+    batches = _table(spark, pipeline, "batches")
+    assert {"late_events", "duplicate_events", "bad_records"} <= set(batches.columns)
+    rows = batches.collect()
+    assert len(rows) == 4 and all(r["late_events"] is not None for r in rows)
+    assert sum(r["late_events"] + r["duplicate_events"] + r["bad_records"] for r in rows) > 0
