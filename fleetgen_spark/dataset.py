@@ -107,7 +107,7 @@ def _config_values(shape: dict[str, Any]) -> dict[str, Any]:
     # The JSON file keeps keys sorted; the weights must be in EVENT_TYPES order again, or the
     # cumulative weights (and so every event_type) follow the alphabet instead (model_copy does
     # not validate).
-    weights = values["event_type_weights"]
+    weights: dict[str, float] = values["event_type_weights"]
     values["event_type_weights"] = {name: float(weights.get(name, 0.0)) for name in EVENT_TYPES}
     return values
 
