@@ -102,7 +102,7 @@ def event_shapes(options: SourceOptions) -> list[tuple[int, Config]]:
 
 
 def _config_values(shape: dict[str, Any]) -> dict[str, Any]:
-    values = {name: shape.get(name, _SHAPE_DEFAULTS.get(name)) for name in EVENT_SHAPE_FIELDS}
+    values: dict[str, Any] = {name: shape.get(name, _SHAPE_DEFAULTS.get(name)) for name in EVENT_SHAPE_FIELDS}
     values["max_lateness"] = parse_duration(values["max_lateness"], "max_lateness")
     # The JSON file keeps keys sorted; the weights must be in EVENT_TYPES order again, or the
     # cumulative weights (and so every event_type) follow the alphabet instead (model_copy does
