@@ -360,7 +360,10 @@ class FleetgenDataSource(DataSource):
 
     The config fields are seed, number_of_companies, drivers_per_company,
     event_rate_per_driver, company_onboarding_interval, companies_per_onboarding,
-    interval and event_type_weights (JSON or YAML mapping). Offsets are JSON:
+    interval, event_type_weights (JSON or YAML mapping) and the realism knobs late_fraction,
+    max_lateness, duplicate_fraction and bad_record_fraction (all 0 by default; README "Messy
+    streams": late and re-sent events arrive in a later micro-batch within max_lateness, bad
+    records carry one defect each). Offsets are JSON:
     ``{"start": "...Z", "next": "...Z", "seed": 42}``. Without a seed the query draws one
     when it first starts and keeps it in its offsets. Supports ``Trigger.AvailableNow``.
 
