@@ -29,7 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fleetgen_spark.clock import batch_id, from_epoch
-from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, driver_counts, event_batches, uuid_strings
+from fleetgen_spark.generate import (
+    EVENT_SCHEMA,
+    EventSpec,
+    driver_counts,
+    event_batches,
+    selected_events,
+    uuid_strings,
+)
 from fleetgen_spark.schedule import BLOCK_SIZE, blocks
 from fleetgen_spark.seed import bit_generator, generator
 
@@ -159,21 +166,29 @@ def delivered_batches(
     """What a block delivers in one interval: its own on-time events and re-sends, the late ones
     and re-sends of the ``earlier`` (interval start, companies, spec) that fall on it, and its bad records."""
     k = interval_start_s
-    for start, companies, source_spec in [*earlier, (k, n_companies, spec)]:
-        events = _events(source_spec, start, block, companies)
-        if events.num_rows == 0:
-            continue
+    for start, companies, source_spec in earlier:
+        # Only the rows that arrive now are built: the draws of the whole interval, a few rows formatted.
         step = (k - start) // spec.interval_s
-        stamps = events.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
-        plan = deliveries(source_spec, start, block, stamps - start * _US)
+        plan = deliveries(source_spec, start, block, event_offsets_us(source_spec, start, block, companies))
         picked = np.concatenate([np.flatnonzero(plan.first == step), np.flatnonzero(plan.again == step)])
         if picked.size:
-            rows = events.take(pa.array(picked))
-            yield from (rows if step == 0 else _redeliver(rows, k, spec.interval_s)).to_batches()
-        if step == 0 and spec.bad_record_fraction > 0:
-            bad = _bad_batch(spec, k, block, events)
-            if bad is not None:
-                yield from bad.to_batches()
+            rows = selected_events(source_spec, start, block, companies, picked)
+            yield from _redeliver(pa.Table.from_batches([rows]), k, spec.interval_s).to_batches()
+    events = _events(spec, k, block, n_companies)
+    if events.num_rows == 0:
+        return
+    if lookback(spec) or spec.duplicate_fraction > 0:
+        stamps = events.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
+        plan = deliveries(spec, k, block, stamps - k * _US)
+        on_time = np.flatnonzero(plan.first == 0)
+        resent = np.flatnonzero(plan.again == 0)
+        yield from events.take(pa.array(np.concatenate([on_time, resent]))).to_batches()
+    else:  # only bad records: every event is delivered once, on time
+        yield from events.to_batches()
+    if spec.bad_record_fraction > 0:
+        bad = _bad_batch(spec, k, block, events)
+        if bad is not None:
+            yield from bad.to_batches()
 
 
 @dataclass(frozen=True)

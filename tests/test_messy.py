@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from fleetgen_spark.config import EVENT_TYPES, config_dirs, load_config
 from fleetgen_spark.dataset import EVENT_SHAPE_FIELDS, event_shapes, onboarding_plan, record_event_shape
 from fleetgen_spark.exceptions import ConfigError, OptionError
-from fleetgen_spark.generate import event_batches
+from fleetgen_spark.generate import event_batches, selected_events
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.messy import BAD_REASONS, answer_key, bad_rows, deliveries, event_offsets_us
 from fleetgen_spark.options import parse_options
@@ -113,6 +113,14 @@ def test_answer_key_offsets_are_the_generated_timestamps() -> None:
         table = pa.Table.from_batches(list(event_batches(spec, S, block, n, max_rows=1000)))
         stamps = table.column("timestamp").cast(pa.int64()).to_numpy()
         assert np.array_equal(event_offsets_us(spec, S, block, n), stamps - S * 1_000_000)
+
+
+def test_selected_events_are_those_rows_of_the_block() -> None:
+    spec = event_spec(load_config("base"), 42)
+    whole = pa.Table.from_batches(list(event_batches(spec, S, 2, 100, max_rows=500)))
+    rows = np.array([0, 1, 17, 400, whole.num_rows - 1])
+    picked = pa.Table.from_batches([selected_events(spec, S, 2, 100, rows)])
+    assert picked.equals(whole.take(pa.array(rows)))
 
 
 def test_knobs_off_the_stream_is_the_plain_one() -> None:
@@ -399,6 +407,9 @@ def test_exercise_drop_duplicates_within_watermark_gives_the_knob_off_events(
     assert result.filter(F.col("timestamp") < cutoff).exceptAll(clean).count() == 0
     assert clean.filter(F.col("timestamp") < cutoff).exceptAll(result).count() == 0
     assert result.exceptAll(clean).count() == 0
+    # The answer key: the rows it removed are the duplicate deliveries of batches.
+    removed = _table(spark, messy_dir, "driver_events").count() - result.count()
+    assert removed == _table(spark, messy_dir, "batches").agg(F.sum("duplicate_events")).collect()[0][0] > 0
 
 
 @pytest.mark.slow
