@@ -93,8 +93,13 @@ class Config(BaseModel):
     companies_per_onboarding: int | None = Field(default=None, ge=1)
     interval: timedelta = timedelta(minutes=15)
     event_type_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    # Realism knobs (DESIGN.md "Realism"): all off by default, and off they leave every row as it was.
+    late_fraction: float = Field(default=0.0, ge=0, le=1)
+    max_lateness: timedelta = timedelta(minutes=30)
+    duplicate_fraction: float = Field(default=0.0, ge=0, le=1)
+    bad_record_fraction: float = Field(default=0.0, ge=0, le=1)
 
-    @field_validator("company_onboarding_interval", "interval", mode="before")
+    @field_validator("company_onboarding_interval", "interval", "max_lateness", mode="before")
     @classmethod
     def _duration(cls, value: object, info: Any) -> timedelta:
         return parse_duration(value, info.field_name)
@@ -112,6 +117,14 @@ class Config(BaseModel):
         seconds = value.total_seconds()
         if not 60 <= seconds <= 86_400 or seconds != int(seconds):
             raise ValueError("must be whole seconds from PT1M (1 minute) to P1D (1 day)")
+        return value
+
+    @field_validator("max_lateness")
+    @classmethod
+    def _lateness_range(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if not 0 <= seconds <= 86_400 or seconds != int(seconds):
+            raise ValueError("must be whole seconds from PT0S to P1D (1 day)")
         return value
 
     @field_validator("event_type_weights", mode="before")
@@ -167,6 +180,15 @@ class Config(BaseModel):
         return int(self.interval.total_seconds())
 
     @property
+    def max_lateness_seconds(self) -> int:
+        return int(self.max_lateness.total_seconds())
+
+    @property
+    def messy(self) -> bool:
+        """Whether any realism knob of the delivered stream (late, duplicate, bad records) is on."""
+        return self.late_fraction > 0 or self.duplicate_fraction > 0 or self.bad_record_fraction > 0
+
+    @property
     def onboarding_seconds(self) -> int:
         return int(self.company_onboarding_interval.total_seconds())
 
@@ -179,6 +201,7 @@ class Config(BaseModel):
         data = self.model_dump()
         data["company_onboarding_interval"] = format_duration(self.company_onboarding_interval)
         data["interval"] = format_duration(self.interval)
+        data["max_lateness"] = format_duration(self.max_lateness)
         return data
 
 

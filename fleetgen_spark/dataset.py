@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetgen_spark.clock import align_down, epoch_seconds, from_epoch, iso, parse_instant
-from fleetgen_spark.config import Config
+from fleetgen_spark.config import EVENT_TYPES, Config, parse_duration
 from fleetgen_spark.exceptions import ConfigError
 from fleetgen_spark.manifests import Layout, read_json, utc_now_iso, write_json_atomic
 from fleetgen_spark.options import SourceOptions
@@ -40,7 +40,22 @@ __all__ = [
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
 _ONBOARDING_FIELDS = ("number_of_companies", "companies_per_onboarding", "company_onboarding_interval")
 # The config fields that shape a driver's events: a change governs the intervals after those written.
-EVENT_SHAPE_FIELDS = ("drivers_per_company", "event_rate_per_driver", "event_type_weights")
+EVENT_SHAPE_FIELDS = (
+    "drivers_per_company",
+    "event_rate_per_driver",
+    "event_type_weights",
+    "late_fraction",
+    "max_lateness",
+    "duplicate_fraction",
+    "bad_record_fraction",
+)
+# What a shape recorded before the realism knobs existed had: every knob off.
+_SHAPE_DEFAULTS: dict[str, Any] = {
+    "late_fraction": 0.0,
+    "max_lateness": "PT30M",
+    "duplicate_fraction": 0.0,
+    "bad_record_fraction": 0.0,
+}
 
 
 def segments_path(data_dir: Path) -> Path:
@@ -87,7 +102,14 @@ def event_shapes(options: SourceOptions) -> list[tuple[int, Config]]:
 
 
 def _config_values(shape: dict[str, Any]) -> dict[str, Any]:
-    return {name: shape[name] for name in EVENT_SHAPE_FIELDS}
+    values: dict[str, Any] = {name: shape.get(name, _SHAPE_DEFAULTS.get(name)) for name in EVENT_SHAPE_FIELDS}
+    values["max_lateness"] = parse_duration(values["max_lateness"], "max_lateness")
+    # The JSON file keeps keys sorted; the weights must be in EVENT_TYPES order again, or the
+    # cumulative weights (and so every event_type) follow the alphabet instead (model_copy does
+    # not validate).
+    weights: dict[str, float] = values["event_type_weights"]
+    values["event_type_weights"] = {name: float(weights.get(name, 0.0)) for name in EVENT_TYPES}
+    return values
 
 
 def record_event_shape(layout: Layout, config: Config, generated_until: int | None, start: int) -> None:
@@ -96,7 +118,7 @@ def record_event_shape(layout: Layout, config: Config, generated_until: int | No
     path = _shapes_path(layout.root)
     shapes = list(read_json(path).get("shapes", []))
     wanted = _shape(config)
-    if shapes and _config_values(shapes[-1]) == wanted:
+    if shapes and _config_values(shapes[-1]) == _config_values(wanted):
         return
     effective = start if generated_until is None else generated_until
     if shapes:

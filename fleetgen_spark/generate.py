@@ -29,6 +29,7 @@ __all__ = [
     "company_ids",
     "driver_counts",
     "event_batches",
+    "selected_events",
     "truck_numbers",
     "uuid_strings",
 ]
@@ -252,6 +253,16 @@ class EventSpec:
     # The drivers_per_company a data directory began with: it numbers the trucks, so a driver keeps
     # its truck_id when drivers_per_company changes later (None: the current drivers_per_company).
     truck_drivers: int | None = None
+    # The realism knobs of delivery (fleetgen_spark.messy); all 0 leaves event_batches the whole story.
+    late_fraction: float = 0.0
+    max_lateness_s: int = 0
+    duplicate_fraction: float = 0.0
+    bad_record_fraction: float = 0.0
+
+    @property
+    def messy(self) -> bool:
+        """Whether deliveries differ from the events as generated (late, duplicate or bad records)."""
+        return self.late_fraction > 0 or self.duplicate_fraction > 0 or self.bad_record_fraction > 0
 
 
 # Trucks of drivers added by a later raise of drivers_per_company are numbered after every truck
@@ -361,13 +372,9 @@ def event_batches(
     types = generator(spec.seed, "event_types", interval_start_s, block)
     ids = bit_generator(spec.seed, "event_ids", interval_start_s, block)
 
-    truck_drivers = drivers if spec.truck_drivers is None else spec.truck_drivers
-    driver_ids, company_ids_, truck_ids = _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers, truck_drivers)
-    type_strings = pa.array(list(EVENT_TYPES), type=pa.string())
+    strings = _block_strings(spec, block, n_companies)
     cumulative = np.asarray(spec.cumulative_weights)
     span_us = spec.interval_s * 1_000_000
-    start_us = interval_start_s * 1_000_000
-    batch = batch_id(from_epoch(interval_start_s))
 
     lo = 0
     while lo < n_drivers:
@@ -381,17 +388,63 @@ def event_batches(
         offsets_us = np.minimum((times.random(n) * span_us).astype(np.int64), span_us - 1)
         type_idx = np.minimum(np.searchsorted(cumulative, types.random(n), side="right"), len(EVENT_TYPES) - 1)
         raw_ids = np.asarray(ids.random_raw(2 * n), dtype=np.uint64).reshape(n, 2)
-        yield pa.RecordBatch.from_arrays(
-            [
-                uuid_strings(raw_ids),
-                _pick(driver_ids, driver_idx),
-                _pick(company_ids_, driver_idx),
-                _pick(truck_ids, driver_idx),
-                type_strings.take(pa.array(type_idx)),
-                pa.array(start_us + offsets_us, type=_TS),
-                _repeated_string(batch, n),
-                _repeated_timestamp(start_us, n),
-                _repeated_timestamp(start_us + span_us, n),
-            ],
-            schema=EVENT_SCHEMA,
-        )
+        yield _event_batch(spec, interval_start_s, strings, driver_idx, offsets_us, type_idx, raw_ids)
+
+
+def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[_Strings, _Strings, _Strings]:
+    drivers = spec.drivers_per_company
+    truck_drivers = drivers if spec.truck_drivers is None else spec.truck_drivers
+    return _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers, truck_drivers)
+
+
+def _event_batch(
+    spec: EventSpec,
+    interval_start_s: int,
+    strings: tuple[_Strings, _Strings, _Strings],
+    driver_idx: np.ndarray,
+    offsets_us: np.ndarray,
+    type_idx: np.ndarray,
+    raw_ids: np.ndarray,
+) -> pa.RecordBatch:
+    """Rows of EVENT_SCHEMA from the draws of their events (one row per entry of ``driver_idx``)."""
+    driver_ids, company_ids_, truck_ids = strings
+    n = int(driver_idx.size)
+    span_us = spec.interval_s * 1_000_000
+    start_us = interval_start_s * 1_000_000
+    return pa.RecordBatch.from_arrays(
+        [
+            uuid_strings(raw_ids),
+            _pick(driver_ids, driver_idx),
+            _pick(company_ids_, driver_idx),
+            _pick(truck_ids, driver_idx),
+            pa.array(list(EVENT_TYPES), type=pa.string()).take(pa.array(type_idx)),
+            pa.array(start_us + offsets_us, type=_TS),
+            _repeated_string(batch_id(from_epoch(interval_start_s)), n),
+            _repeated_timestamp(start_us, n),
+            _repeated_timestamp(start_us + span_us, n),
+        ],
+        schema=EVENT_SCHEMA,
+    )
+
+
+def selected_events(
+    spec: EventSpec, interval_start_s: int, block: int, n_companies: int, rows: np.ndarray
+) -> pa.RecordBatch:
+    """Rows ``rows`` (indices in generation order) of the events :func:`event_batches` gives, built alone.
+
+    The same draws, made whole and then indexed, so only the chosen rows are formatted: a late
+    delivery needs a few rows of an earlier interval, not all of them.
+    """
+    counts = driver_counts(spec, interval_start_s, block, n_companies)
+    n = int(counts.sum())
+    span_us = spec.interval_s * 1_000_000
+    times = generator(spec.seed, "event_times", interval_start_s, block).random(n)[rows]
+    types = generator(spec.seed, "event_types", interval_start_s, block).random(n)[rows]
+    raw = bit_generator(spec.seed, "event_ids", interval_start_s, block).random_raw(2 * n)
+    raw_ids = np.ascontiguousarray(np.asarray(raw, dtype=np.uint64).reshape(n, 2)[rows])
+    driver_idx = np.repeat(np.arange(counts.size, dtype=np.intp), counts)[rows]
+    offsets_us = np.minimum((times * span_us).astype(np.int64), span_us - 1)
+    cumulative = np.asarray(spec.cumulative_weights)
+    type_idx = np.minimum(np.searchsorted(cumulative, types, side="right"), len(EVENT_TYPES) - 1)
+    strings = _block_strings(spec, block, n_companies)
+    return _event_batch(spec, interval_start_s, strings, driver_idx, offsets_us, type_idx, raw_ids)

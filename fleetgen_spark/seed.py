@@ -18,6 +18,9 @@ PURPOSES: dict[str, int] = {
     "event_times": 2,
     "event_types": 3,
     "event_ids": 4,
+    "event_delivery": 5,
+    "bad_records": 6,
+    "bad_record_ids": 7,
     "company_ids": 101,
     "company_names": 102,
 }

@@ -9,6 +9,7 @@ whose checkpoint was deleted and a crash between two commits all write each inte
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,14 +22,16 @@ from pyspark.sql import functions as F
 from fleetgen_spark.checkpoint import epoch_range
 from fleetgen_spark.clock import batch_id, from_epoch, iso
 from fleetgen_spark.config import EVENT_TYPES
-from fleetgen_spark.dataset import onboarding_plan
+from fleetgen_spark.dataset import event_shapes, onboarding_plan
 from fleetgen_spark.exceptions import GenerationError
-from fleetgen_spark.generate import EVENT_SCHEMA, company_ids
+from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
 from fleetgen_spark.ledger import Ledger
 from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, update_json
+from fleetgen_spark.messy import AnswerKey, answer_key, lookback
 from fleetgen_spark.options import SourceOptions
 from fleetgen_spark.schedule import OnboardingPlan
+from fleetgen_spark.source import delivery_reach, event_specs
 from fleetgen_spark.tables import BATCHES_SCHEMA, DISCARDED_SCHEMA, retry_conflicts, sql_path
 
 __all__ = ["CompaniesWriter", "EventsWriter"]
@@ -38,9 +41,14 @@ _log = get_logger("sink")
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 
-def _append(df: DataFrame, layout: Layout, table: str, tag: str) -> None:
-    """Append to an existing table, retried on commit conflicts; ``tag`` shows in DESCRIBE HISTORY."""
+def _append(df: DataFrame, layout: Layout, table: str, tag: str, merge_schema: bool = False) -> None:
+    """Append to an existing table, retried on commit conflicts; ``tag`` shows in DESCRIBE HISTORY.
+
+    ``merge_schema`` adds the columns a table created by an older release lacks (batches' answer key).
+    """
     writer = df.write.format("delta").mode("append").option("userMetadata", tag)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     retry_conflicts(lambda: writer.save(str(layout.table(table))), f"append {table}")
 
 
@@ -78,6 +86,10 @@ class EventsWriter:
     query: str = "driver_events"
     # (company count, DataFrame) of the last eligibility table built; see _company_created_at.
     _created: tuple[int, DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
+    # (spec per interval, delivery reach, allowed lateness s), see _messy.
+    _specs: tuple[Callable[[int], EventSpec], int, int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def seed(self) -> int:
@@ -133,7 +145,7 @@ class EventsWriter:
                 _log_discards(rows, "events")
             discarded = len(rows)
         batch_rows = self._batch_rows(plan, starts, counts)
-        _append(spark.createDataFrame(batch_rows, BATCHES_SCHEMA), self.layout, "batches", tag)
+        _append(spark.createDataFrame(batch_rows, BATCHES_SCHEMA), self.layout, "batches", tag, merge_schema=True)
         ledger.record(batch_rows, self.interval_s)
         self._record(epoch, ledger, batch_rows, int((time.monotonic() - began) * 1000), discarded)
 
@@ -170,10 +182,13 @@ class EventsWriter:
         eligible_max = max((plan.onboarded_before(s) for s in starts), default=0)
         created = self._company_created_at(df.sparkSession, plan, eligible_max)
         joined = df.join(F.broadcast(created), on="company_id", how="left")
+        lateness = self._messy()[2]
+        # A late or re-sent event is valid up to max_lateness before its delivery interval (none while off).
+        earliest = F.col("interval_start") - F.expr(f"INTERVAL {lateness} SECONDS")
         reason: Column = (
             F.when(F.col("truck_id").isNull(), F.lit("missing_truck_id"))
             .when(
-                (F.col("timestamp") < F.col("interval_start")) | (F.col("timestamp") >= F.col("interval_end")),
+                (F.col("timestamp") < earliest) | (F.col("timestamp") >= F.col("interval_end")),
                 F.lit("timestamp_outside_interval"),
             )
             .when(~F.col("event_type").isin(*EVENT_TYPES), F.lit("unknown_event_type"))
@@ -209,15 +224,49 @@ class EventsWriter:
         self._created = (count, frame)
         return frame
 
+    def _messy(self) -> tuple[Callable[[int], EventSpec], int, int]:
+        """(spec in force per interval, intervals a delivery looks back, seconds of lateness validation allows)."""
+        if self._specs is None:
+            spec_at = event_specs(self.options, self.seed)
+            reach = delivery_reach(self.options, self.seed)
+            specs = [spec_at(t) for t, _ in event_shapes(self.options)]
+            lateness = max((s.max_lateness_s for s in specs if lookback(s)), default=0)
+            self._specs = (spec_at, reach, lateness)
+        return self._specs
+
+    def _answer_key(self, plan: OnboardingPlan, starts: list[int]) -> dict[int, AnswerKey]:
+        """The late, duplicate and bad records of each interval, recomputed from the generation draws.
+
+        Nothing to compute (and no Spark job either way) while every knob is off.
+        """
+        spec_at, reach, _ = self._messy()
+        if not reach and not any(spec_at(s).messy for s in starts):
+            return {}
+        return answer_key(spec_at, plan.onboarded_before, reach, starts)
+
     def _batch_rows(self, plan: OnboardingPlan, starts: list[int], counts: dict[int, int]) -> list[tuple[Any, ...]]:
         now = datetime.now().astimezone()
+        keys = self._answer_key(plan, starts)
         rows = []
         for s in starts:
             bid = batch_id(from_epoch(s))
             eligible = plan.onboarded_before(s)
             total = plan.onboarded_before(s + self.interval_s)
+            key = keys.get(s, AnswerKey())
             rows.append(
-                (bid, from_epoch(s), from_epoch(s + self.interval_s), counts[s], self.seed, now, eligible, total)
+                (
+                    bid,
+                    from_epoch(s),
+                    from_epoch(s + self.interval_s),
+                    counts[s],
+                    self.seed,
+                    now,
+                    eligible,
+                    total,
+                    key.late_events,
+                    key.duplicate_events,
+                    key.bad_records,
+                )
             )
             log_event(
                 _log,

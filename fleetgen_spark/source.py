@@ -19,8 +19,9 @@ from fleetgen_spark.config import Config
 from fleetgen_spark.dataset import event_shapes, onboarding_plan
 from fleetgen_spark.exceptions import OptionError
 from fleetgen_spark.generate import EventSpec, event_batches
+from fleetgen_spark.messy import delivered_batches, lookback
 from fleetgen_spark.options import SourceOptions, parse_options
-from fleetgen_spark.schedule import blocks
+from fleetgen_spark.schedule import BLOCK_SIZE, OnboardingPlan, blocks
 from fleetgen_spark.seed import draw_seed
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "FleetgenBatchReader",
     "FleetgenDataSource",
     "FleetgenStreamReader",
+    "delivery_reach",
     "event_spec",
     "event_specs",
     "group_units",
@@ -149,6 +151,9 @@ class EventUnit:
     block: int
     n_companies: int
     spec: EventSpec
+    # (interval start, companies of the block, spec) of earlier intervals whose late or re-sent
+    # events may be delivered in this one (messy streams only; empty while the knobs are off).
+    earlier: tuple[tuple[int, int, EventSpec], ...] = ()
 
 
 class EventPartition(InputPartition):
@@ -195,6 +200,10 @@ def event_spec(config: Config, seed: int, truck_drivers: int | None = None) -> E
         config.event_rate_per_driver,
         cumulative,
         None if truck_drivers in (None, drivers) else truck_drivers,
+        late_fraction=config.late_fraction,
+        max_lateness_s=config.max_lateness_seconds,
+        duplicate_fraction=config.duplicate_fraction,
+        bad_record_fraction=config.bad_record_fraction,
     )
 
 
@@ -213,6 +222,25 @@ def event_specs(options: SourceOptions, seed: int) -> Callable[[int], EventSpec]
     return at
 
 
+def delivery_reach(options: SourceOptions, seed: int) -> int:
+    """How many intervals back a delivery looks for late and re-sent events (0 while the knobs are off)."""
+    return max(lookback(event_spec(config, seed)) for _, config in event_shapes(options))
+
+
+def _earlier(
+    plan: OnboardingPlan, spec_at: Callable[[int], EventSpec], t: int, block: int, reach: int, interval_s: int
+) -> tuple[tuple[int, int, EventSpec], ...]:
+    """The earlier (interval, companies, spec) of a block that can deliver into the interval at ``t``."""
+    found = []
+    for step in range(reach, 0, -1):
+        start = t - step * interval_s
+        companies = max(0, min(BLOCK_SIZE, plan.onboarded_before(start) - block * BLOCK_SIZE))
+        spec = spec_at(start)
+        if companies and lookback(spec):
+            found.append((start, companies, spec))
+    return tuple(found)
+
+
 class _EventPlanner:
     """Turns a range of intervals into partitions; shared by the batch and stream readers."""
 
@@ -223,9 +251,11 @@ class _EventPlanner:
         cfg = self.options.config
         plan = onboarding_plan(self.options, sim_start_s)
         spec_at = event_specs(self.options, seed)
+        reach = delivery_reach(self.options, seed)
+        step = cfg.interval_seconds
         units = [
-            EventUnit(t, block, n, spec_at(t))
-            for t in range(from_s, to_s, cfg.interval_seconds)
+            EventUnit(t, block, n, spec_at(t), _earlier(plan, spec_at, t, block, reach, step) if reach else ())
+            for t in range(from_s, to_s, step)
             for block, _, n in blocks(plan.onboarded_before(t))
         ]
         n_partitions = self.options.num_partitions or os.cpu_count() or 1
@@ -238,7 +268,10 @@ def read_events(partition: InputPartition) -> Iterator[pa.RecordBatch]:
     if not isinstance(partition, EventPartition):
         raise TypeError(f"fleetgen cannot read partition {partition!r}")
     for unit in partition.units:
-        yield from event_batches(unit.spec, unit.interval_start_s, unit.block, unit.n_companies)
+        if unit.spec.messy or unit.earlier:
+            yield from delivered_batches(unit.spec, unit.interval_start_s, unit.block, unit.n_companies, unit.earlier)
+        else:
+            yield from event_batches(unit.spec, unit.interval_start_s, unit.block, unit.n_companies)
 
 
 class FleetgenStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
@@ -327,7 +360,10 @@ class FleetgenDataSource(DataSource):
 
     The config fields are seed, number_of_companies, drivers_per_company,
     event_rate_per_driver, company_onboarding_interval, companies_per_onboarding,
-    interval and event_type_weights (JSON or YAML mapping). Offsets are JSON:
+    interval, event_type_weights (JSON or YAML mapping) and the realism knobs late_fraction,
+    max_lateness, duplicate_fraction and bad_record_fraction (all 0 by default; README "Messy
+    streams": late and re-sent events arrive in a later micro-batch within max_lateness, bad
+    records carry one defect each). Offsets are JSON:
     ``{"start": "...Z", "next": "...Z", "seed": 42}``. Without a seed the query draws one
     when it first starts and keeps it in its offsets. Supports ``Trigger.AvailableNow``.
 

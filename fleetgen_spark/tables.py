@@ -56,6 +56,11 @@ BATCHES_SCHEMA = StructType(
         StructField("generation_time", TimestampType(), False),
         StructField("eligible_companies", LongType(), False),
         StructField("total_companies", LongType(), False),
+        # The answer key of the realism knobs (0 while off). Nullable: a table written before they
+        # existed gains them by schema evolution, its older rows null.
+        StructField("late_events", LongType(), True),
+        StructField("duplicate_events", LongType(), True),
+        StructField("bad_records", LongType(), True),
     ]
 )
 
