@@ -209,7 +209,7 @@ def test_checkpoint_offsets_are_readable_json(whole_run: tuple[StreamingQuery, P
     offsets = checkpoint_offsets(checkpoint)
     assert len(offsets) == 5
     for offset in offsets:
-        assert set(offset) == {"start", "next", "seed"}
+        assert set(offset) == {"start", "next", "seed", "from"}
         assert ISO_INSTANT.match(offset["start"]) and ISO_INSTANT.match(offset["next"])
         assert offset["start"] == iso(S)
         assert offset["seed"] == 100
