@@ -160,11 +160,12 @@ def _spark_environment(args: argparse.Namespace) -> None:
         return
     master = args.master or ""
     local = not master or master.startswith("local") or any(h in master for h in ("127.0.0.1", "localhost", "[::1]"))
-    loopback = args.host in ("127.0.0.1", "localhost", "::1")
-    ui = args.spark_ui and (local or not loopback)
+    host = getattr(args, "host", DEFAULT_HOST)  # `report` serves nothing: its UI stays on loopback
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    ui = getattr(args, "spark_ui", True) and (local or not loopback)
     os.environ["FLEETGEN_SPARK_UI"] = "on" if ui else "off"
-    if ui and args.host not in ("0.0.0.0", "::"):
-        os.environ.setdefault("SPARK_LOCAL_IP", args.host)
+    if ui and host not in ("0.0.0.0", "::"):
+        os.environ.setdefault("SPARK_LOCAL_IP", host)
 
 
 # -- Spark commands -----------------------------------------------------------------------------

@@ -139,9 +139,20 @@ def _condition(err: BaseException) -> str:
 
 def is_conflict(err: BaseException) -> bool:
     """Whether ``err`` is a Delta commit conflict that a retry resolves (typed, not by message)."""
-    from delta.exceptions.base import DeltaConcurrentModificationException
+    from delta.exceptions import base
 
-    if isinstance(err, DeltaConcurrentModificationException):
+    # Delta's Python conflict classes are siblings, not subclasses of one base: name them all.
+    conflicts = (
+        base.DeltaConcurrentModificationException,
+        base.ConcurrentWriteException,
+        base.MetadataChangedException,
+        base.ProtocolChangedException,
+        base.ConcurrentAppendException,
+        base.ConcurrentDeleteReadException,
+        base.ConcurrentDeleteDeleteException,
+        base.ConcurrentTransactionException,
+    )
+    if isinstance(err, conflicts):
         return True
     condition = _condition(err)
     return any(condition.startswith(c) for c in _CONFLICT_CONDITIONS)

@@ -6,6 +6,7 @@ port. The subprocess test runs ``fleetgen run`` itself and drives it with signal
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -459,7 +460,7 @@ def test_fleetgen_run_obeys_signals_and_sigterm_exits_within_30_s_in_every_state
         ("PAUSE", "api"),
     ]:
         assert expected in events
-    assert "Traceback" not in log.read_text()
+    _assert_no_traceback_but_the_runners(log.read_text())
 
 
 # -- who may change the service: token, Host, Origin ----------------------------------------------
@@ -663,3 +664,12 @@ def test_clean_killed_at_any_point_leaves_the_old_dataset_or_none(a_dataset: Pat
         assert not [p for p in data.iterdir() if p.name.startswith(".trash-")], n
         shutil.rmtree(data)
     assert outcomes["old"] and outcomes["none"], outcomes  # the kills landed on both sides of the commit
+
+
+def _assert_no_traceback_but_the_runners(text: str) -> None:
+    """No traceback, except pyspark's Python streaming source runner reading EOF when a SIGTERM cuts a
+    batch in flight short (its JVM side closed the socket; the batch replays on the next start)."""
+    for block in text.split("Traceback (most recent call last):")[1:]:
+        lines = block.splitlines()[1:]
+        frames = "\n".join(itertools.takewhile(lambda line: line.startswith(" "), lines))
+        assert "python_streaming_source_runner.py" in frames and "fleetgen_spark" not in frames, block[:3000]
