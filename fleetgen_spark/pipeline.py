@@ -213,8 +213,8 @@ class Pipeline:
         }
 
 
-# How long a live events micro-batch waits for the companies it needs before its query fails.
-COMPANIES_WAIT_S = 120.0
+# How long a live events micro-batch waits for the companies it needs (a MERGE takes 1-2 s here).
+COMPANIES_WAIT_S = 10.0
 
 
 def _await(query: StreamingQuery, on_progress: Callable[[StreamingQuery], None] | None) -> None:

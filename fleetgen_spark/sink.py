@@ -8,6 +8,7 @@ whose checkpoint was deleted and a crash between two commits all write each inte
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,18 +151,24 @@ class EventsWriter:
         self._record(epoch, ledger, batch_rows, int((time.monotonic() - began) * 1000), discarded)
 
     def _wait_for_companies(self, plan: OnboardingPlan, last_start: int) -> None:
-        """Hold the micro-batch until delta/companies has every company eligible in its intervals."""
+        """Hold the micro-batch (at most ``wait_for_companies_s``) until delta/companies has every company
+        eligible in its intervals. Past that it goes on and says so: a stopped companies query (a pause
+        stops both) must not hold a pause or a shutdown up."""
         if self.wait_for_companies_s <= 0:
             return
         needed = plan.onboarded_before(last_start)
         deadline = time.monotonic() + self.wait_for_companies_s
         while int(read_json(self.layout.state).get("company_count", 0)) < needed:
             if time.monotonic() > deadline:
-                raise GenerationError(
-                    f"delta/companies does not hold the {needed} companies eligible at "
-                    f"{iso(from_epoch(last_start))} after {self.wait_for_companies_s:.0f} s: is the companies query "
-                    "running?"
+                log_event(
+                    _log,
+                    "events written before their companies: the companies query is behind or stopped",
+                    logging.WARNING,
+                    needed=needed,
+                    interval=iso(from_epoch(last_start)),
+                    waited_s=self.wait_for_companies_s,
                 )
+                return
             time.sleep(0.1)
 
     def _append_events(self, checked: DataFrame, starts: list[int], tag: str) -> tuple[dict[int, int], int]:

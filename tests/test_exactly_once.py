@@ -285,10 +285,10 @@ def test_companies_never_lag_events_across_pause_and_resume(spark: SparkSession,
     start = datetime.now(timezone.utc) - timedelta(days=1)
     pipeline = Pipeline(spark, Layout(tmp_path), config, speedup="3600", start=start)
     for _ in range(3):
-        queries = [pipeline.start_companies(), pipeline.start_events()]
+        companies, events = pipeline.start_companies(), pipeline.start_events()
         time.sleep(4)
-        for query in queries:
-            query.stop()
+        events.stop()  # as a pause does: the events query first, so it never waits for a stopped one
+        companies.stop()
     layout = pipeline.layout
     batches = spark.read.format("delta").load(str(layout.table("batches"))).collect()
     assert len(batches) >= 4 and max(b["eligible_companies"] for b in batches) >= 2
