@@ -131,6 +131,9 @@ _CONFLICT_CONDITIONS = (
 
 def _condition(err: BaseException) -> str:
     get = getattr(err, "getCondition", None)
+    java = getattr(err, "java_exception", None)
+    if get is None and java is not None:  # a Py4JJavaError that PySpark did not convert (seen from threads)
+        get = java.getCondition
     try:
         return str(get() or "") if callable(get) else ""
     except Exception:  # an error object without a JVM behind it any more
