@@ -284,12 +284,19 @@ def test_companies_never_lag_events_across_pause_and_resume(spark: SparkSession,
     config = load_config("small", companies_per_onboarding=1, company_onboarding_interval="PT15M")
     start = datetime.now(timezone.utc) - timedelta(days=1)
     pipeline = Pipeline(spark, Layout(tmp_path), config, speedup="3600", start=start)
+    layout = pipeline.layout
+
+    def written() -> int:
+        return int(read_json(layout.state).get("batches_generated_count", 0))
+
     for _ in range(3):
+        before = written()
         companies, events = pipeline.start_companies(), pipeline.start_events()
-        time.sleep(4)
+        deadline = time.monotonic() + 300
+        while written() < before + 2 and time.monotonic() < deadline:  # two micro-batches a round
+            time.sleep(0.2)
         events.stop()  # as a pause does: the events query first, so it never waits for a stopped one
         companies.stop()
-    layout = pipeline.layout
     batches = spark.read.format("delta").load(str(layout.table("batches"))).collect()
     assert len(batches) >= 4 and max(b["eligible_companies"] for b in batches) >= 2
     timeline = _companies_over_time(spark, layout)
