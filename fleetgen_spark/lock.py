@@ -17,6 +17,7 @@ import fcntl
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
@@ -35,11 +36,19 @@ class DataDirBusy(FleetGenError):
 
 
 def holder(layout: Layout) -> str:
-    """What the lock file says about the process that holds (or last held) it."""
-    try:
-        return layout.lock_path.read_text(encoding="utf-8").strip() or "another process"
-    except OSError:
-        return "another process"
+    """What the lock file says about the process that holds (or last held) it.
+
+    A holder writes its pid just after it takes the lock: a racer may look in between, so an
+    empty file is read again for a moment."""
+    for _ in range(40):
+        try:
+            text = layout.lock_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return "another process"
+        if text:
+            return text
+        time.sleep(0.05)
+    return "another process"
 
 
 def hold(layout: Layout, command: str | None = None) -> None:
