@@ -29,6 +29,7 @@ __all__ = [
     "company_ids",
     "driver_counts",
     "event_batches",
+    "inactive_drivers",
     "selected_events",
     "truck_numbers",
     "uuid_strings",
@@ -348,10 +349,24 @@ def _repeated_timestamp(value_us: int, n: int) -> pa.TimestampArray:
     return pa.array(np.full(n, value_us, dtype=np.int64), type=_TS)
 
 
+def inactive_drivers(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray | None:
+    """Which drivers of a block belong to a company inactive at ``interval_start_s`` (bool per driver,
+    in driver order): they emit nothing in that interval. None when every company is active.
+
+    Company churn (``company_churn_rate``) decides it; while churn is off nobody is inactive.
+    """
+    return None
+
+
 def driver_counts(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray:
-    """Events per driver of a block in an interval: the counts stream, drawn first and alone."""
+    """Events per driver of a block in an interval: the counts stream, drawn first and alone
+    (0 for the drivers of an inactive company)."""
     rng = generator(spec.seed, "event_counts", interval_start_s, block)
-    return rng.poisson(spec.event_rate_per_driver, n_companies * spec.drivers_per_company)
+    counts = rng.poisson(spec.event_rate_per_driver, n_companies * spec.drivers_per_company)
+    inactive = inactive_drivers(spec, interval_start_s, block, n_companies)
+    if inactive is not None:
+        counts[inactive] = 0
+    return counts
 
 
 def event_batches(
