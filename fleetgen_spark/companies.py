@@ -10,47 +10,59 @@ from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStrea
 from pyspark.sql.streaming.datasource import ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 from pyspark.sql.types import StructType
 
+from fleetgen_spark.churn import Churn, churn_of
 from fleetgen_spark.clock import epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.dataset import onboarding_plan
 from fleetgen_spark.exceptions import OptionError
 from fleetgen_spark.generate import company_batch
 from fleetgen_spark.options import SourceOptions, parse_options
-from fleetgen_spark.schedule import Tick
+from fleetgen_spark.schedule import OnboardingPlan, Tick
 from fleetgen_spark.source import ClockedOffsets, interval_range, max_steps
 
 __all__ = ["COMPANIES_SCHEMA_DDL", "CompanyPartition", "FleetgenCompaniesDataSource", "company_partitions"]
 
 COMPANIES_SCHEMA_DDL = (
     "company_id STRING NOT NULL, company_name STRING NOT NULL, geography STRING NOT NULL, "
-    "active BOOLEAN NOT NULL, created_at TIMESTAMP NOT NULL"
+    "active BOOLEAN NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL"
 )
 
 
 class CompanyPartition(InputPartition):
-    """The ticks one task generates."""
+    """The ticks one task generates (and the churn that changes companies on them)."""
 
-    def __init__(self, seed: int, ticks: tuple[Tick, ...]) -> None:
+    def __init__(self, seed: int, ticks: tuple[Tick, ...], churn: Churn | None = None) -> None:
         super().__init__(None)
         self.seed = seed
         self.ticks = ticks
+        self.churn = churn
 
     def __repr__(self) -> str:
         return f"CompanyPartition(ticks={len(self.ticks)})"
+
+
+def company_ticks(options: SourceOptions, plan: OnboardingPlan, from_s: int, to_s: int) -> list[Tick]:
+    """The ticks in ``[from_s, to_s)`` that emit companies: those that onboard someone, and with company
+    churn every onboarding instant (companies change after the fleet is complete too)."""
+    if options.config.company_churn_rate > 0:
+        return list(plan.cadence(from_s, to_s))
+    return list(plan.ticks(from_s, to_s))
 
 
 def company_partitions(
     options: SourceOptions, seed: int, sim_start_s: int, from_s: int, to_s: int
 ) -> list[CompanyPartition]:
     """One partition holding the ticks in ``[from_s, to_s)`` (companies are few: one task is plenty)."""
-    ticks = tuple(onboarding_plan(options, sim_start_s).ticks(from_s, to_s))
-    return [CompanyPartition(seed, ticks)] if ticks else []
+    plan = onboarding_plan(options, sim_start_s)
+    ticks = tuple(company_ticks(options, plan, from_s, to_s))
+    churn = churn_of(options.config.company_churn_rate, plan)
+    return [CompanyPartition(seed, ticks, churn)] if ticks else []
 
 
 def read_companies(partition: InputPartition) -> Iterator[pa.RecordBatch]:
     if not isinstance(partition, CompanyPartition):
         raise TypeError(f"fleetgen_companies cannot read partition {partition!r}")
     for tick in partition.ticks:
-        yield company_batch(partition.seed, tick.first, tick.count, tick.time)
+        yield company_batch(partition.seed, tick.first, tick.count, tick.time, partition.churn)
 
 
 class CompaniesStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
@@ -75,7 +87,7 @@ class CompaniesStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow)
         due_before = available + 1
         if self.options.end is not None:
             due_before = min(due_before, epoch_seconds(self.options.end))
-        pending = list(plan.ticks(nxt, due_before))
+        pending = company_ticks(self.options, plan, nxt, due_before)
         steps = max_steps(limit)
         if steps is not None:
             pending = pending[:steps]
@@ -126,8 +138,13 @@ class FleetgenCompaniesDataSource(DataSource):
     micro-batch, one task). A tick at ``start + k * company_onboarding_interval`` onboards
     ``companies_per_onboarding`` companies until ``number_of_companies`` is reached.
 
+    With ``company_churn_rate`` > 0 every onboarding instant (also once the fleet is complete)
+    emits, after the companies it onboards, the new versions of the companies that change then:
+    deactivated, reactivated or renamed (README "Company churn").
+
     Schema: company_id (UUID string, stable for a seed), company_name, geography ("US"),
-    active (true), created_at (the tick time).
+    active (true for a new company), created_at (its first tick), updated_at (the tick of this
+    version; equals created_at for a new company).
 
     Example::
 

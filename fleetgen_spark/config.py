@@ -98,6 +98,8 @@ class Config(BaseModel):
     max_lateness: timedelta = timedelta(minutes=30)
     duplicate_fraction: float = Field(default=0.0, ge=0, le=1)
     bad_record_fraction: float = Field(default=0.0, ge=0, le=1)
+    # Living entities (DESIGN.md "Realism"): off by default, and off they leave every row as it was.
+    company_churn_rate: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("company_onboarding_interval", "interval", "max_lateness", mode="before")
     @classmethod

@@ -198,19 +198,27 @@ def _record_onboarding_change(layout: Layout, config: Config, segments: tuple[Se
 def _refuse(layout: Layout, field: str, recorded: object, given: object) -> ConfigError:
     return ConfigError(
         f"{field} {given} differs from the {field} {recorded} recorded in {layout.dataset_md}; "
-        "seed, start and interval are a data directory's identity: use the recorded value, "
+        "seed, start, interval, company_churn_rate and event_model are a data directory's identity: "
+        "use the recorded value, "
         "or another --data-dir (or clean this one first)"
     )
 
 
+# Fields that shape a data directory's whole history, and their value in a record made before they existed.
+# Company churn and the event model are folded from the start, so a change would rewrite the past.
+_IDENTITY_FIELDS: dict[str, object] = {"interval": None, "company_churn_rate": 0.0, "event_model": "independent"}
+
+
 def _check_identity(layout: Layout, dataset: Dataset, config: Config) -> None:
-    """Refuse a run that asks for another seed or interval than the data directory's."""
+    """Refuse a run that asks for another seed, interval, churn rate or event model than the data directory's."""
     if config.seed is not None and config.seed != dataset.seed:
         raise _refuse(layout, "seed", dataset.seed, config.seed)
-    recorded = dataset.config.get("interval")
-    given = config.to_yaml_dict()["interval"]
-    if recorded is not None and recorded != given:
-        raise _refuse(layout, "interval", recorded, given)
+    values = config.to_yaml_dict()
+    for name, default in _IDENTITY_FIELDS.items():
+        recorded = dataset.config.get(name, default)
+        given = values.get(name, default)
+        if recorded is not None and recorded != given:
+            raise _refuse(layout, name, recorded, given)
 
 
 def check_start(layout: Layout, dataset: Dataset, start: datetime) -> None:

@@ -16,9 +16,11 @@ from typing import TypeAlias
 import numpy as np
 import pyarrow as pa
 
+from fleetgen_spark.churn import Churn, changes_at, inactive_companies
 from fleetgen_spark.clock import batch_id, from_epoch
 from fleetgen_spark.config import EVENT_TYPES
-from fleetgen_spark.schedule import BLOCK_SIZE
+from fleetgen_spark.names import company_names, first_name_codes
+from fleetgen_spark.schedule import BLOCK_SIZE, blocks
 from fleetgen_spark.seed import bit_generator, generator
 
 __all__ = [
@@ -60,6 +62,7 @@ COMPANY_SCHEMA = pa.schema(
         pa.field("geography", pa.string(), nullable=False),
         pa.field("active", pa.bool_(), nullable=False),
         pa.field("created_at", _TS, nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
     ]
 )
 
@@ -98,19 +101,6 @@ _UUID_TABLES = (
 _UUID_UNITS = np.concatenate(_UUID_TABLES)
 # Where the tables of units 2, 3, 4 and 5 start in _UUID_UNITS.
 _U2, _U3, _U4, _U5 = np.cumsum([t.size for t in _UUID_TABLES])[:4].tolist()
-
-
-_ADJECTIVES = (
-    "Swift", "Blue", "Iron", "Summit", "Prairie", "Coastal", "Granite", "Red", "Northern",
-    "Silver", "Eagle", "Liberty", "Pioneer", "Frontier", "Golden", "Rapid", "Lone Star",
-    "Great Lakes", "Cascade", "Desert",
-)  # fmt: skip
-_NOUNS = (
-    "Ridge", "River", "Peak", "Valley", "Highway", "Harbor", "Mesa", "Canyon", "Plains",
-    "Bay", "Trail", "Junction", "Crossing", "Gateway", "Pine", "Oak", "Falcon", "Bison",
-    "Anchor", "Compass",
-)  # fmt: skip
-_SUFFIXES = ("Logistics", "Freight", "Transport", "Trucking", "Haulers", "Carriers", "Express", "Lines")
 
 
 def uuid_strings(raw: np.ndarray) -> pa.StringArray:
@@ -202,9 +192,7 @@ def _company_block_ids(seed: int, block: int) -> pa.StringArray:
 
 
 def _company_block_names(seed: int, block: int) -> list[str]:
-    rng = generator(seed, "company_names", block)
-    picks = (rng.random((BLOCK_SIZE, 3)) * (len(_ADJECTIVES), len(_NOUNS), len(_SUFFIXES))).astype(np.int64)
-    return [f"{_ADJECTIVES[a]} {_NOUNS[b]} {_SUFFIXES[c]}" for a, b, c in picks]
+    return company_names(first_name_codes(seed, block))
 
 
 def _company_range(seed: int, first: int, count: int) -> Iterator[tuple[int, int, int]]:
@@ -225,18 +213,45 @@ def company_ids(seed: int, first: int, count: int) -> pa.StringArray:
     return pa.concat_arrays(pieces)
 
 
-def company_batch(seed: int, first: int, count: int, created_at_s: int) -> pa.RecordBatch:
-    """The companies onboarded by one tick, as a record batch of COMPANY_SCHEMA."""
+def company_batch(seed: int, first: int, count: int, created_at_s: int, churn: Churn | None = None) -> pa.RecordBatch:
+    """The companies of one onboarding tick at ``created_at_s``, as a record batch of COMPANY_SCHEMA.
+
+    First the ``count`` companies it onboards (from index ``first``; ``updated_at = created_at``),
+    then, with company churn, the new versions of the companies that change at this instant.
+    """
     names: list[str] = []
     for block, offset, rows in _company_range(seed, first, count):
         names.extend(_company_block_names(seed, block)[offset : offset + rows])
+    tick_us = created_at_s * 1_000_000
+    columns = [
+        company_ids(seed, first, count),
+        pa.array(names, type=pa.string()),
+        pa.array(["US"] * count, type=pa.string()),
+        pa.array(np.ones(count, dtype=bool)),
+        pa.array(np.full(count, tick_us, dtype=np.int64), type=_TS),
+        pa.array(np.full(count, tick_us, dtype=np.int64), type=_TS),
+    ]
+    batch = pa.RecordBatch.from_arrays(columns, schema=COMPANY_SCHEMA)
+    if churn is None:
+        return batch
+    changed = [_changed_companies(seed, churn, block, created_at_s) for block, _, _ in blocks(first)]
+    return pa.Table.from_batches([batch, *changed], schema=COMPANY_SCHEMA).combine_chunks().to_batches()[0]
+
+
+def _changed_companies(seed: int, churn: Churn, block: int, tick_s: int) -> pa.RecordBatch:
+    """The new versions of a block's companies that change at the onboarding instant ``tick_s``."""
+    found = changes_at(seed, churn, block, tick_s)
+    n = int(found.offsets.size)
+    indices = block * BLOCK_SIZE + found.offsets
+    created = churn.plan.created_at(indices)
     return pa.RecordBatch.from_arrays(
         [
-            company_ids(seed, first, count),
-            pa.array(names, type=pa.string()),
-            pa.array(["US"] * count, type=pa.string()),
-            pa.array(np.ones(count, dtype=bool)),
-            pa.array(np.full(count, created_at_s * 1_000_000, dtype=np.int64), type=_TS),
+            pa.array(_company_block_ids(seed, block).take(pa.array(found.offsets))),
+            pa.array(company_names(found.names), type=pa.string()),
+            pa.array(["US"] * n, type=pa.string()),
+            pa.array(found.active),
+            pa.array(created * 1_000_000, type=_TS),
+            pa.array(np.full(n, tick_s * 1_000_000, dtype=np.int64), type=_TS),
         ],
         schema=COMPANY_SCHEMA,
     )
@@ -259,6 +274,9 @@ class EventSpec:
     max_lateness_s: int = 0
     duplicate_fraction: float = 0.0
     bad_record_fraction: float = 0.0
+    # Company churn (fleetgen_spark.churn): the drivers of a company inactive at an interval's start
+    # emit nothing in it. None while company_churn_rate is 0.
+    churn: Churn | None = None
 
     @property
     def messy(self) -> bool:
@@ -355,7 +373,10 @@ def inactive_drivers(spec: EventSpec, interval_start_s: int, block: int, n_compa
 
     Company churn (``company_churn_rate``) decides it; while churn is off nobody is inactive.
     """
-    return None
+    if spec.churn is None:
+        return None
+    inactive = inactive_companies(spec.seed, spec.churn, block, n_companies, interval_start_s)
+    return None if inactive is None else np.repeat(inactive, spec.drivers_per_company)
 
 
 def driver_counts(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray:

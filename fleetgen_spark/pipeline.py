@@ -26,7 +26,8 @@ from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.options import parse_options
-from fleetgen_spark.sink import CompaniesWriter, EventsWriter
+from fleetgen_spark.scd import CompaniesWriter
+from fleetgen_spark.sink import EventsWriter
 from fleetgen_spark.tables import ensure_tables
 
 __all__ = ["COMPANIES_WAIT_S", "Pipeline", "ProgressListener", "first_line", "source_options"]
@@ -153,7 +154,8 @@ class Pipeline:
         last = None
         if "companies" not in self._empty:
             table = self.spark.read.format("delta").load(str(self.layout.table("companies")))
-            last = table.agg(F.max(F.col("created_at").cast("long")).alias("m")).collect()[0]["m"]
+            newest = F.coalesce("updated_at", "created_at").cast("long")  # ensure_tables gave old tables updated_at
+            last = table.agg(F.max(newest).alias("m")).collect()[0]["m"]
         self._empty.discard("companies")
         # A new checkpoint begins after the last tick the table holds (the MERGE would skip it anyway).
         extra["resumeFrom"] = iso(from_epoch(int(last) + 1)) if last is not None else iso(self.dataset.start)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from fleetgen_spark.config import Config
 
 __all__ = ["BLOCK_SIZE", "OnboardingPlan", "Segment", "Tick", "blocks"]
@@ -104,6 +106,44 @@ class OnboardingPlan:
                     break
                 yield Tick(t, before, count)
                 t += seg.onboarding_s
+
+    def cadence(self, from_t: int, to_t: int) -> Iterator[Tick]:
+        """Every onboarding instant in ``[from_t, to_t)``, in time order, whether or not it onboards anyone
+        (``count`` 0 once the fleet is complete): company churn happens on all of them."""
+        for seg, seg_end in self._bounds():
+            stop = min(to_t, seg_end)
+            if stop <= seg.effective_from or from_t >= seg_end:
+                continue
+            k = max(0, _ceil_div(from_t - seg.effective_from, seg.onboarding_s))
+            t = seg.effective_from + k * seg.onboarding_s
+            while t < stop:
+                before = self.onboarded_before(t)
+                yield Tick(t, before, max(0, min(seg.companies_per_onboarding, seg.number_of_companies - before)))
+                t += seg.onboarding_s
+
+    def cadence_count(self, t: int) -> int:
+        """How many onboarding instants fall before ``t``: the index of the first one at or after it."""
+        count = 0
+        for seg, seg_end in self._bounds():
+            if t <= seg.effective_from:
+                break
+            count += _ceil_div(int(min(t, seg_end)) - seg.effective_from, seg.onboarding_s)
+        return count
+
+    def created_at(self, indices: np.ndarray) -> np.ndarray:
+        """The onboarding instant (epoch s) of each company index given (each must be onboarded by some tick)."""
+        if not indices.size:
+            return np.zeros(0, dtype=np.int64)
+        upto = int(indices.max()) + 1
+        firsts: list[int] = []
+        times: list[int] = []
+        for tick in self.ticks(self.start, 2**62):
+            firsts.append(tick.first)
+            times.append(tick.time)
+            if tick.first + tick.count >= upto:
+                break
+        found: np.ndarray = np.asarray(times, dtype=np.int64)[np.searchsorted(firsts, indices, side="right") - 1]
+        return found
 
     def next_tick(self, from_t: int) -> Tick | None:
         """The first tick at or after ``from_t`` that onboards someone, if any is left."""

@@ -23,6 +23,7 @@ PURPOSES: dict[str, int] = {
     "bad_record_ids": 7,
     "company_ids": 101,
     "company_names": 102,
+    "company_churn": 103,
 }
 
 

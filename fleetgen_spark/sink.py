@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark.checkpoint import epoch_range
+from fleetgen_spark.churn import Churn, churn_of, inactive_spans
 from fleetgen_spark.clock import batch_id, from_epoch, iso
 from fleetgen_spark.config import EVENT_TYPES
 from fleetgen_spark.dataset import event_shapes, onboarding_plan
@@ -33,16 +34,19 @@ from fleetgen_spark.messy import AnswerKey, answer_key, lookback
 from fleetgen_spark.options import SourceOptions
 from fleetgen_spark.schedule import OnboardingPlan
 from fleetgen_spark.source import delivery_reach, event_specs
-from fleetgen_spark.tables import BATCHES_SCHEMA, DISCARDED_SCHEMA, retry_conflicts, sql_path
+from fleetgen_spark.tables import BATCHES_SCHEMA, DISCARDED_SCHEMA, retry_conflicts
 
-__all__ = ["CompaniesWriter", "EventsWriter"]
+__all__ = ["UUID_PATTERN", "EventsWriter", "append_table", "discard_rows", "log_discards"]
 
 _log = get_logger("sink")
+
+# An inactivity span still open ends after every interval (9999-12-31T23:59:59Z, Spark's last instant).
+_END_OF_TIME_S = 253_402_300_799
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 
-def _append(df: DataFrame, layout: Layout, table: str, tag: str, merge_schema: bool = False) -> None:
+def append_table(df: DataFrame, layout: Layout, table: str, tag: str, merge_schema: bool = False) -> None:
     """Append to an existing table, retried on commit conflicts; ``tag`` shows in DESCRIBE HISTORY.
 
     ``merge_schema`` adds the columns a table created by an older release lacks (batches' answer key).
@@ -53,7 +57,7 @@ def _append(df: DataFrame, layout: Layout, table: str, tag: str, merge_schema: b
     retry_conflicts(lambda: writer.save(str(layout.table(table))), f"append {table}")
 
 
-def _discard_rows(df: DataFrame, source: str) -> DataFrame:
+def discard_rows(df: DataFrame, source: str) -> DataFrame:
     """Invalid records as discarded_events rows: reason code and the raw record as JSON."""
     return df.select(
         F.current_timestamp().alias("discarded_at"),
@@ -64,7 +68,7 @@ def _discard_rows(df: DataFrame, source: str) -> DataFrame:
     )
 
 
-def _log_discards(rows: list[Any], source: str) -> None:
+def log_discards(rows: list[Any], source: str) -> None:
     for row in rows:
         log_event(_log, "record discarded", source=source, reason=row["reason"], record=row["record"])
 
@@ -87,8 +91,10 @@ class EventsWriter:
     query: str = "driver_events"
     # (company count, DataFrame) of the last eligibility table built; see _company_created_at.
     _created: tuple[int, DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
-    # (spec per interval, delivery reach, allowed lateness s), see _messy.
-    _specs: tuple[Callable[[int], EventSpec], int, int] | None = field(
+    # ((churn, companies, instants), DataFrame) of the last inactivity spans built; see _inactive_spans.
+    _spans: tuple[tuple[Churn, int, int], DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
+    # (plan, spec per interval, delivery reach, allowed lateness s), see _messy.
+    _specs: tuple[OnboardingPlan, Callable[[int], EventSpec], int, int] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -140,13 +146,13 @@ class EventsWriter:
             bad = checked.filter(F.col("_reason").isNotNull()).drop("_created_at")
             if ledger.orphan_discards:
                 bad = bad.filter(~F.col("interval_start").cast("long").isin(*ledger.orphan_discards))
-            rows = _discard_rows(bad, "events").collect()
+            rows = discard_rows(bad, "events").collect()
             if rows:
-                _append(spark.createDataFrame(rows, DISCARDED_SCHEMA), self.layout, "discarded_events", tag)
-                _log_discards(rows, "events")
+                append_table(spark.createDataFrame(rows, DISCARDED_SCHEMA), self.layout, "discarded_events", tag)
+                log_discards(rows, "events")
             discarded = len(rows)
         batch_rows = self._batch_rows(plan, starts, counts)
-        _append(spark.createDataFrame(batch_rows, BATCHES_SCHEMA), self.layout, "batches", tag, merge_schema=True)
+        append_table(spark.createDataFrame(batch_rows, BATCHES_SCHEMA), self.layout, "batches", tag, merge_schema=True)
         ledger.record(batch_rows, self.interval_s)
         self._record(epoch, ledger, batch_rows, int((time.monotonic() - began) * 1000), discarded)
 
@@ -179,7 +185,7 @@ class EventsWriter:
         metrics = [F.count_if(valid & (F.col("batch_id") == b)).alias(b) for b in names]
         observed = checked.observe(observation, F.count_if(~valid).alias("_invalid"), *metrics)
         rows = observed.filter(valid).select(*EVENT_SCHEMA.names, F.to_date("timestamp").alias("event_date"))
-        _append(rows, self.layout, "driver_events", tag)
+        append_table(rows, self.layout, "driver_events", tag)
         # The source gave at least one partition (someone was eligible), so the metrics row exists.
         seen = observation.get
         return {s: int(seen[b]) for s, b in zip(starts, names, strict=True)}, int(seen["_invalid"])
@@ -189,7 +195,12 @@ class EventsWriter:
         eligible_max = max((plan.onboarded_before(s) for s in starts), default=0)
         created = self._company_created_at(df.sparkSession, plan, eligible_max)
         joined = df.join(F.broadcast(created), on="company_id", how="left")
-        lateness = self._messy()[2]
+        churn = churn_of(self.options.config.company_churn_rate, plan)
+        inactive = F.lit(False)
+        if churn is not None:
+            joined = self._join_inactive(joined, churn, eligible_max, starts[-1])
+            inactive = F.col("_off_from").isNotNull()
+        lateness = self._messy(plan)[2]
         # A late or re-sent event is valid up to max_lateness before its delivery interval (none while off).
         earliest = F.col("interval_start") - F.expr(f"INTERVAL {lateness} SECONDS")
         reason: Column = (
@@ -200,11 +211,40 @@ class EventsWriter:
             )
             .when(~F.col("event_type").isin(*EVENT_TYPES), F.lit("unknown_event_type"))
             .when(
-                F.col("_created_at").isNull() | (F.col("_created_at") >= F.col("interval_start")),
+                F.col("_created_at").isNull() | (F.col("_created_at") >= F.col("interval_start")) | inactive,
                 F.lit("company_not_eligible"),
             )
         )
-        return joined.withColumn("_reason", reason)
+        return joined.withColumn("_reason", reason).drop("_off_from", "_off_to")
+
+    def _join_inactive(self, events: DataFrame, churn: Churn, count: int, last_start: int) -> DataFrame:
+        """Add ``_off_from``: set when the event's company was inactive at the start of the event's own
+        interval (the one its timestamp falls in: a late event was made while its company was active)."""
+        step = self.interval_s
+        own = F.timestamp_seconds(F.floor(F.unix_seconds("timestamp") / step) * step)
+        spans = self._inactive_spans(events.sparkSession, churn, count, last_start)
+        on = (F.col("company_id") == F.col("_company_id")) & (own >= F.col("_off_from")) & (own < F.col("_off_to"))
+        # A company's spans never overlap, so an event matches at most one: no row is repeated.
+        return events.join(F.broadcast(spans), on=on, how="left").drop("_company_id")
+
+    def _inactive_spans(self, spark: SparkSession, churn: Churn, count: int, last_start: int) -> DataFrame:
+        """(_company_id, _off_from, _off_to) of every span a company was inactive, up to ``last_start``;
+        kept until a later onboarding instant or a bigger fleet can change it."""
+        key = (churn, count, churn.plan.cadence_count(last_start + 1))
+        if self._spans is not None and self._spans[0] == key:
+            return self._spans[1]
+        company, off_from, off_to = inactive_spans(self.seed, churn, count, last_start)
+        us = pa.timestamp("us", tz="UTC")
+        table = pa.table(
+            {
+                "_company_id": company_ids(self.seed, 0, count).take(pa.array(company)),
+                "_off_from": pa.array(off_from * 1_000_000, type=us),
+                "_off_to": pa.array(np.where(off_to < 0, _END_OF_TIME_S, off_to) * 1_000_000, type=us),
+            }
+        )
+        frame = spark.createDataFrame(table)
+        self._spans = (key, frame)
+        return frame
 
     def _company_created_at(self, spark: SparkSession, plan: OnboardingPlan, count: int) -> DataFrame:
         """(company_id, _created_at) of the first ``count`` companies, built in numpy/Arrow.
@@ -231,22 +271,22 @@ class EventsWriter:
         self._created = (count, frame)
         return frame
 
-    def _messy(self) -> tuple[Callable[[int], EventSpec], int, int]:
+    def _messy(self, plan: OnboardingPlan) -> tuple[Callable[[int], EventSpec], int, int]:
         """(spec in force per interval, intervals a delivery looks back, seconds of lateness validation allows)."""
-        if self._specs is None:
-            spec_at = event_specs(self.options, self.seed)
+        if self._specs is None or self._specs[0] != plan:
+            spec_at = event_specs(self.options, self.seed, plan)
             reach = delivery_reach(self.options, self.seed)
             specs = [spec_at(t) for t, _ in event_shapes(self.options)]
             lateness = max((s.max_lateness_s for s in specs if lookback(s)), default=0)
-            self._specs = (spec_at, reach, lateness)
-        return self._specs
+            self._specs = (plan, spec_at, reach, lateness)
+        return self._specs[1:]
 
     def _answer_key(self, plan: OnboardingPlan, starts: list[int]) -> dict[int, AnswerKey]:
         """The late, duplicate and bad records of each interval, recomputed from the generation draws.
 
         Nothing to compute (and no Spark job either way) while every knob is off.
         """
-        spec_at, reach, _ = self._messy()
+        spec_at, reach, _ = self._messy(plan)
         if not reach and not any(spec_at(s).messy for s in starts):
             return {}
         return answer_key(spec_at, plan.onboarded_before, reach, starts)
@@ -306,62 +346,3 @@ class EventsWriter:
             discarded=discarded,
             duration_ms=duration_ms,
         )
-
-
-@dataclass
-class CompaniesWriter:
-    """``foreachBatch`` target of the onboarding query: MERGE into delta/companies (never a duplicate).
-
-    The MERGE is SQL (``MERGE INTO delta.`path```), which a Spark Connect session runs too (Delta's
-    Python ``DeltaTable`` API needs a server plugin that Connect servers may not have). Bad records
-    are MERGEd into discarded_events on (source, record), so a replayed tick discards nothing twice.
-    """
-
-    layout: Layout
-    query: str = "companies"
-
-    def __call__(self, df: DataFrame, epoch: int) -> None:
-        spark = df.sparkSession
-        reason = (
-            F.when(~F.col("company_id").rlike(UUID_PATTERN), F.lit("invalid_company_id"))
-            .when(F.col("geography") != F.lit("US"), F.lit("invalid_geography"))
-            .when(~F.col("active"), F.lit("inactive_company"))
-        )
-        checked = df.withColumn("_reason", reason)
-        view = f"fleetgen_companies_batch_{epoch}"
-        checked.filter(F.col("_reason").isNull()).drop("_reason").createOrReplaceTempView(view)
-        merge = (
-            f"MERGE INTO {sql_path(self.layout, 'companies')} t USING {view} s "
-            "ON t.company_id = s.company_id WHEN NOT MATCHED THEN INSERT *"
-        )
-        metrics = retry_conflicts(lambda: spark.sql(merge).collect(), "merge companies")
-        inserted = int(metrics[0]["num_inserted_rows"]) if metrics else 0
-        discarded = self._discard(spark, checked, epoch)
-        summary = (
-            spark.read.format("delta")
-            .load(str(self.layout.table("companies")))
-            .agg(F.count(F.lit(1)).alias("n"), F.max("created_at").alias("m"))
-            .collect()[0]
-        )
-        if summary["m"] is not None:
-            update_json(
-                self.layout.state,
-                last_company_batch=batch_id(summary["m"]),
-                last_company_tick=iso(summary["m"]),
-                company_count=int(summary["n"]),
-            )
-        log_event(_log, "companies merged", epoch=epoch, inserted=inserted, discarded=discarded, total=summary["n"])
-
-    def _discard(self, spark: SparkSession, checked: DataFrame, epoch: int) -> int:
-        rows = _discard_rows(checked.filter(F.col("_reason").isNotNull()), "companies").collect()
-        if not rows:
-            return 0
-        view = f"fleetgen_company_discards_{epoch}"
-        spark.createDataFrame(rows, DISCARDED_SCHEMA).createOrReplaceTempView(view)
-        merge = (
-            f"MERGE INTO {sql_path(self.layout, 'discarded_events')} t USING {view} s "
-            "ON t.source = s.source AND t.record = s.record WHEN NOT MATCHED THEN INSERT *"
-        )
-        retry_conflicts(lambda: spark.sql(merge).collect(), "merge company discards")
-        _log_discards(rows, "companies")
-        return len(rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStrea
 from pyspark.sql.streaming.datasource import ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 from pyspark.sql.types import StructType
 
+from fleetgen_spark.churn import churn_of
 from fleetgen_spark.clock import Clock, align_down, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import Config
 from fleetgen_spark.dataset import event_shapes, onboarding_plan
@@ -207,11 +208,16 @@ def event_spec(config: Config, seed: int, truck_drivers: int | None = None) -> E
     )
 
 
-def event_specs(options: SourceOptions, seed: int) -> Callable[[int], EventSpec]:
-    """The spec in force for an interval starting at ``t``: the data directory's recorded changes."""
+def event_specs(options: SourceOptions, seed: int, plan: OnboardingPlan | None = None) -> Callable[[int], EventSpec]:
+    """The spec in force for an interval starting at ``t``: the data directory's recorded changes.
+
+    ``plan`` (the onboarding plan) carries company churn into the specs; without it no company is
+    ever inactive.
+    """
     shapes = event_shapes(options)
     truck_drivers = shapes[0][1].drivers_per_company
-    specs = [(start, event_spec(config, seed, truck_drivers)) for start, config in shapes]
+    churn = None if plan is None else churn_of(options.config.company_churn_rate, plan)
+    specs = [(start, replace(event_spec(config, seed, truck_drivers), churn=churn)) for start, config in shapes]
 
     def at(t: int) -> EventSpec:
         for start, spec in reversed(specs):
@@ -250,7 +256,7 @@ class _EventPlanner:
     def partitions(self, seed: int, sim_start_s: int, from_s: int, to_s: int) -> list[EventPartition]:
         cfg = self.options.config
         plan = onboarding_plan(self.options, sim_start_s)
-        spec_at = event_specs(self.options, seed)
+        spec_at = event_specs(self.options, seed, plan)
         reach = delivery_reach(self.options, seed)
         step = cfg.interval_seconds
         units = [

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
-from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import BooleanType, DateType, LongType, StringType, StructField, StructType, TimestampType
 
 from fleetgen_spark.generate import COMPANY_SCHEMA, EVENT_SCHEMA
 from fleetgen_spark.logs import get_logger, log_event
@@ -23,6 +23,7 @@ from fleetgen_spark.manifests import Layout
 
 __all__ = [
     "BATCHES_SCHEMA",
+    "COMPANIES_HISTORY_SCHEMA",
     "COMPANIES_SCHEMA",
     "DISCARDED_SCHEMA",
     "EVENT_STATS_COLUMNS",
@@ -64,6 +65,16 @@ BATCHES_SCHEMA = StructType(
     ]
 )
 
+# SCD type 2 of the companies: one row per version, valid in [valid_from, valid_to); the current one open.
+COMPANIES_HISTORY_SCHEMA = StructType(
+    [
+        *[f for f in COMPANIES_SCHEMA.fields if f.name != "updated_at"],
+        StructField("valid_from", TimestampType(), False),
+        StructField("valid_to", TimestampType(), True),
+        StructField("is_current", BooleanType(), False),
+    ]
+)
+
 DISCARDED_SCHEMA = StructType(
     [
         StructField("discarded_at", TimestampType(), False),
@@ -75,8 +86,11 @@ DISCARDED_SCHEMA = StructType(
 )
 
 # name -> (schema, partition column, table properties)
+# Change Data Feed on the companies tables: a downstream stream reads their changes (readChangeFeed).
+_CDF = {"delta.enableChangeDataFeed": "true"}
 TABLES: dict[str, tuple[StructType, str | None, dict[str, str]]] = {
-    "companies": (COMPANIES_SCHEMA, None, {}),
+    "companies": (COMPANIES_SCHEMA, None, _CDF),
+    "companies_history": (COMPANIES_HISTORY_SCHEMA, None, _CDF),
     "driver_events": (EVENTS_TABLE_SCHEMA, "event_date", {"delta.dataSkippingStatsColumns": EVENT_STATS_COLUMNS}),
     "batches": (BATCHES_SCHEMA, None, {}),
     "discarded_events": (DISCARDED_SCHEMA, None, {}),
@@ -108,11 +122,31 @@ def _create_sql(layout: Layout, name: str) -> str:
 
 
 def ensure_tables(spark: SparkSession, layout: Layout) -> list[str]:
-    """Create every table of the data directory that does not exist yet (empty); name those created."""
+    """Create every table of the data directory that does not exist yet (empty); name those created.
+
+    A companies table written by an older release gains what this one expects (``updated_at``,
+    Change Data Feed), and a new companies_history starts from the companies already there.
+    """
     created = [name for name in TABLES if not has_commits(layout.table(name))]
     for name in created:
         retry_conflicts(lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")  # type: ignore[misc]
+    if "companies" not in created:
+        _upgrade_companies(spark, layout, history_created="companies_history" in created)
     return created
+
+
+def _upgrade_companies(spark: SparkSession, layout: Layout, history_created: bool) -> None:
+    companies = sql_path(layout, "companies")
+    if "updated_at" not in spark.read.format("delta").load(str(layout.table("companies"))).columns:
+        # Every version so far was a company's first: updated_at = created_at.
+        spark.sql(f"ALTER TABLE {companies} ADD COLUMNS (updated_at TIMESTAMP)")
+        spark.sql(f"UPDATE {companies} SET updated_at = created_at")
+        spark.sql(f"ALTER TABLE {companies} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
+    if history_created:
+        spark.sql(
+            f"INSERT INTO {sql_path(layout, 'companies_history')} SELECT company_id, company_name, geography, "
+            f"active, created_at, updated_at AS valid_from, NULL AS valid_to, true AS is_current FROM {companies}"
+        )
 
 
 # Delta's optimistic-concurrency conflicts, by error condition: another writer committed first and

@@ -16,7 +16,8 @@ from fleetgen_spark import ConfigError, load_config
 from fleetgen_spark.dataset import ensure_dataset, load_segments
 from fleetgen_spark.manifests import Layout, read_json
 from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.sink import UUID_PATTERN, CompaniesWriter
+from fleetgen_spark.scd import CompaniesWriter
+from fleetgen_spark.sink import UUID_PATTERN
 from fleetgen_spark.tables import ensure_tables
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
