@@ -1,6 +1,7 @@
 """Live latency of one interval per micro-batch, and the memory a 10-million-event interval needs.
 
-- Live latency: the ``base`` and ``scaling`` presets through the real Pipeline into Delta,
+- Live latency: the ``base`` and ``scaling`` presets (and ``base`` with company churn on)
+  through the real Pipeline into Delta,
   speedup=max with maxIntervalsPerTrigger=1, so every micro-batch is one interval, as when
   live. The trigger durations (durationMs.triggerExecution) of the events query, the first
   one skipped, give the median and p95.
@@ -47,6 +48,12 @@ from fleetgen_spark.pipeline import Pipeline
 
 START = datetime(2025, 11, 8, 0, 0, tzinfo=timezone.utc)
 PRESETS = ("base", "scaling")
+# Rows of the live table: name -> (preset, config overrides). base+churn: company churn on (issue 15).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "base": ("base", {}),
+    "scaling": ("scaling", {}),
+    "base+churn": ("base", {"company_churn_rate": 0.05}),
+}
 MEMORY_FLEET = {"number_of_companies": 100_000, "drivers_per_company": 20, "event_rate_per_driver": 5.0}
 MEMORY_LIMIT_MB = 512
 DRIVER_MEMORY = "2g"
@@ -61,7 +68,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def live_latency(spark: SparkSession, preset: str, intervals: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def live_latency(
+    spark: SparkSession, preset: str, intervals: int, overrides: dict[str, Any], name: str | None = None
+) -> dict[str, Any]:
     """One micro-batch per interval through the Pipeline; the first (empty, cold) one is skipped."""
     config = load_config(preset, **overrides)
     end = START + timedelta(seconds=config.interval_seconds * (intervals + 1))
@@ -82,7 +91,7 @@ def live_latency(spark: SparkSession, preset: str, intervals: int, overrides: di
     durations = [float(p.durationMs.get("triggerExecution", 0)) / 1000 for p in measured]
     events = [int(p.numInputRows) for p in measured]
     return {
-        "preset": preset,
+        "preset": name or preset,
         "intervals": len(durations),
         "events_per_interval": sum(events) / len(events) if events else 0.0,
         "median_s": round(median(durations), 3),
@@ -195,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("live latency: warm-up", flush=True)
         live_latency(spark, "base", 2, overrides["base"])
-        for preset in PRESETS:
+        for preset, (base, extra) in VARIANTS.items():
             try:
-                live[preset] = live_latency(spark, preset, args.intervals, overrides[preset])
+                live[preset] = live_latency(spark, base, args.intervals, {**overrides[base], **extra}, preset)
             except Exception as err:  # record the failure, measure the rest
                 live[preset] = {"error": error_line(err)}
             m = live[preset]

@@ -76,7 +76,7 @@ class CompaniesStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow)
         return self.offsets.initial()
 
     def getDefaultReadLimit(self) -> ReadLimit:
-        return ReadMaxRows(1)
+        return ReadMaxRows(self.options.max_intervals_per_trigger)  # ticks per micro-batch, 1 by default
 
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
         available = epoch_seconds(self.offsets.available(start))
@@ -134,9 +134,10 @@ class FleetgenCompaniesDataSource(DataSource):
 
     Name: ``fleetgen_companies``. Takes the same options as ``fleetgen`` (config fields,
     ``config``, ``start``, ``end``, ``speedup``, ``dataDir``; see ``FleetgenDataSource``);
-    ``maxIntervalsPerTrigger`` and ``numPartitions`` are accepted and ignored (one tick per
-    micro-batch, one task). A tick at ``start + k * company_onboarding_interval`` onboards
-    ``companies_per_onboarding`` companies until ``number_of_companies`` is reached.
+    ``maxIntervalsPerTrigger`` is the most ticks per micro-batch (default 1: one micro-batch per
+    tick; a catch-up may take more), ``numPartitions`` is accepted and ignored (one task). A
+    tick at ``start + k * company_onboarding_interval`` onboards ``companies_per_onboarding``
+    companies until ``number_of_companies`` is reached.
 
     With ``company_churn_rate`` > 0 every onboarding instant (also once the fleet is complete)
     emits, after the companies it onboards, the new versions of the companies that change then:

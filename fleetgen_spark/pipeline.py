@@ -159,6 +159,9 @@ class Pipeline:
         self._empty.discard("companies")
         # A new checkpoint begins after the last tick the table holds (the MERGE would skip it anyway).
         extra["resumeFrom"] = iso(from_epoch(int(last) + 1)) if last is not None else iso(self.dataset.start)
+        # Catching up (a backfill, a resume after a long pause) takes several ticks per micro-batch:
+        # with company churn every onboarding instant is a tick, each a MERGE of about a second.
+        extra["maxIntervalsPerTrigger"] = str(self.max_intervals_per_trigger)
         reader = self.spark.readStream.format("fleetgen_companies").options(**self.options(**extra)).load()
         stream = (
             reader.writeStream.queryName(f"fleetgen_companies_{epoch_seconds(self.dataset.start)}")

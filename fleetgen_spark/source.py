@@ -369,7 +369,9 @@ class FleetgenDataSource(DataSource):
     interval, event_type_weights (JSON or YAML mapping) and the realism knobs late_fraction,
     max_lateness, duplicate_fraction and bad_record_fraction (all 0 by default; README "Messy
     streams": late and re-sent events arrive in a later micro-batch within max_lateness, bad
-    records carry one defect each). Offsets are JSON:
+    records carry one defect each), and company_churn_rate (0 by default; README "Living
+    entities": the drivers of a company inactive at an interval's start emit nothing in it).
+    Offsets are JSON:
     ``{"start": "...Z", "next": "...Z", "seed": 42}``. Without a seed the query draws one
     when it first starts and keeps it in its offsets. Supports ``Trigger.AvailableNow``.
 

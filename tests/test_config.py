@@ -246,7 +246,7 @@ def test_missing_file_lists_the_presets() -> None:
         load_config("no-such-preset")
     message = str(info.value)
     assert "'no-such-preset'" in message
-    assert "base, messy, scaling, small" in message
+    assert "base, living, messy, scaling, small" in message
 
 
 def test_missing_absolute_path(tmp_path: Path) -> None:

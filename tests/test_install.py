@@ -104,7 +104,7 @@ def test_validate_config_finds_a_preset_with_no_conf_directory(user: tuple[Path,
     assert "seed: 100\nnumber_of_companies: 5\n" in out.stdout
     wrong = _run(["fleetgen", "validate-config", "smal"], env, work)
     assert wrong.returncode == 1
-    assert "known presets: base, messy, scaling, small" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert "known presets: base, living, messy, scaling, small" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_the_readme_notebook_snippet_runs(user: tuple[Path, dict[str, str]]) -> None:

@@ -60,7 +60,7 @@ def test_an_unknown_name_lists_the_presets_found(tmp_path: Path) -> None:
         load_config("smal")
     assert str(err.value) == (
         "config 'smal' not found in ./conf/, the working directory or fleetgen's presets; "
-        "known presets: base, messy, mine, scaling, small"
+        "known presets: base, living, messy, mine, scaling, small"
     )
 
 

@@ -1,0 +1,102 @@
+"""The README's "Living entities" exercises, run as pasted on the data `fleetgen backfill --config living` makes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from fleetgen_spark.churn import Churn, state_at
+from fleetgen_spark.config import load_config
+from fleetgen_spark.generate import company_batch
+from fleetgen_spark.manifests import Layout
+from fleetgen_spark.names import company_names
+from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.schedule import OnboardingPlan
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _section(title: str) -> str:
+    start = README.index(f"## {title}")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end > 0 else None]
+
+
+SECTION = _section("Living entities")
+BLOCKS = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)
+
+
+def _backfill_range() -> tuple[datetime, datetime]:
+    """The --start and --end of the README's backfill command."""
+    found = re.search(r"fleetgen backfill --config living --start (\S+) --end (\S+) --data-dir data-living", SECTION)
+    assert found is not None, "the README's backfill command changed"
+    return tuple(datetime.fromisoformat(v.replace("Z", "+00:00")) for v in found.groups())  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def living(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The README's data-living directory (what its backfill command writes), and a namespace to run blocks in."""
+    root = tmp_path_factory.mktemp("living")
+    start, end = _backfill_range()
+    pipeline = Pipeline(
+        spark, Layout(root / "data-living"), load_config("living"), speedup="max", start=start, end=end,
+        max_intervals_per_trigger=32,
+    )  # fmt: skip
+    pipeline.run_available_now()
+    yield {"root": root, "pipeline": pipeline, "namespace": {"spark": spark, "F": F}}
+
+
+def _run(living: dict[str, Any], index: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.chdir(living["root"])
+    namespace: dict[str, Any] = living["namespace"]
+    exec(compile(BLOCKS[index], "README.md", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.slow
+def test_exercise_scd2_name_at_a_time(living: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = _run(living, 0, monkeypatch)
+    rows = ns["name_then"].collect()
+    assert len(rows) == 1
+    # The model's answer: the company's version in force at that instant.
+    config = living["pipeline"].config
+    start, _ = _backfill_range()
+    plan = OnboardingPlan.from_config(config, int(start.timestamp()))
+    ids = company_batch(config.seed, 0, config.number_of_companies, 0).column("company_id").to_pylist()
+    index = ids.index(ns["changed"])
+    at = int(datetime(2025, 11, 9, 12, tzinfo=timezone.utc).timestamp())
+    assert re.search(r'at = "2025-11-09 12:00:00"', BLOCKS[0])
+    active, names = state_at(config.seed, Churn(config.company_churn_rate, plan), index // 100, at)
+    assert (rows[0]["company_name"], rows[0]["active"]) == (company_names(names[index % 100 : index % 100 + 1])[0],
+                                                            bool(active[index % 100]))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_exercise_stream_static_join_loses_no_event(
+    spark: SparkSession, living: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(living, 1, monkeypatch)
+    events = spark.read.format("delta").load(str(living["pipeline"].layout.table("driver_events")))
+    assert spark.table("events_named").count() == events.count() > 0
+
+
+@pytest.mark.slow
+def test_exercise_change_data_feed_has_one_insert_per_version(
+    spark: SparkSession, living: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(living, 2, monkeypatch)
+    history = spark.read.format("delta").load(str(living["pipeline"].layout.table("companies_history")))
+    kinds = {
+        r["_change_type"]: r["count"] for r in spark.table("company_changes").groupBy("_change_type").count().collect()
+    }
+    assert kinds["insert"] == history.count() > 20  # 20 onboarded, the rest changes
+    closed = history.filter("NOT is_current").count()
+    assert 0 < kinds["update_postimage"] == kinds["update_preimage"] <= closed
