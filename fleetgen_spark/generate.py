@@ -234,7 +234,9 @@ def company_batch(seed: int, first: int, count: int, created_at_s: int, churn: C
     batch = pa.RecordBatch.from_arrays(columns, schema=COMPANY_SCHEMA)
     if churn is None:
         return batch
-    changed = [_changed_companies(seed, churn, block, created_at_s) for block, _, _ in blocks(first)]
+    changed = [b for b in (_changed_companies(seed, churn, block, created_at_s) for block, _, _ in blocks(first)) if b]
+    if not changed:
+        return batch
     return pa.Table.from_batches([batch, *changed], schema=COMPANY_SCHEMA).combine_chunks().to_batches()[0]
 
 

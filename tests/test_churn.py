@@ -278,3 +278,35 @@ def test_churn_rate_is_part_of_a_data_directory_identity(spark: SparkSession, tm
             start=START,
             end=START + timedelta(hours=1),
         )
+
+
+@pytest.mark.slow
+def test_messy_delivery_with_churn_discards_exactly_the_bad_records(spark: SparkSession, tmp_path: Path) -> None:
+    """A late event is judged by its own interval: validation discards the bad records and nothing else."""
+    config = load_config("messy", number_of_companies=20, companies_per_onboarding=10, company_churn_rate=0.2)
+    pipeline = Pipeline(
+        spark, Layout(tmp_path), config, speedup="max", start=START, end=START + timedelta(days=1),
+        max_intervals_per_trigger=32,
+    )  # fmt: skip
+    pipeline.run_available_now()
+    batches = _table(spark, pipeline, "batches")
+    totals = batches.agg(F.sum("bad_records").alias("bad"), F.sum("late_events").alias("late")).first()
+    assert totals is not None and totals["late"] > 0
+    discarded = _table(spark, pipeline, "discarded_events")
+    assert discarded.count() == totals["bad"] > 0
+    assert _table(spark, pipeline, "companies_history").filter("NOT active").count() > 0
+
+
+def test_a_companies_table_from_an_older_release_gains_updated_at_and_a_history(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    layout = Layout(tmp_path)
+    old = company_batch(100, 0, 5, int(START.timestamp())).drop_columns(["updated_at"])
+    spark.createDataFrame(old.to_pandas()).write.format("delta").save(str(layout.table("companies")))
+    Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=START + timedelta(hours=1))
+    companies = spark.read.format("delta").load(str(layout.table("companies")))
+    assert companies.filter("updated_at = created_at").count() == 5
+    history = spark.read.format("delta").load(str(layout.table("companies_history")))
+    assert history.filter("is_current AND valid_from = created_at AND valid_to IS NULL").count() == 5
+    properties = spark.sql(f"SHOW TBLPROPERTIES delta.`{layout.table('companies')}`").collect()
+    assert {r["key"]: r["value"] for r in properties}.get("delta.enableChangeDataFeed") == "true"

@@ -54,16 +54,18 @@ def living(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
     yield {"root": root, "pipeline": pipeline, "namespace": {"spark": spark, "F": F}}
 
 
-def _run(living: dict[str, Any], index: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.chdir(living["root"])
+def _run(living: dict[str, Any], index: int) -> dict[str, Any]:
+    """Run a README block as pasted; only its relative path is made absolute (Spark resolves a relative
+    path against the JVM's working directory, which a test cannot move)."""
+    code = BLOCKS[index].replace('"data-living/', f'"{living["root"]}/data-living/')
     namespace: dict[str, Any] = living["namespace"]
-    exec(compile(BLOCKS[index], "README.md", "exec"), namespace)
+    exec(compile(code, "README.md", "exec"), namespace)
     return namespace
 
 
 @pytest.mark.slow
-def test_exercise_scd2_name_at_a_time(living: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    ns = _run(living, 0, monkeypatch)
+def test_exercise_scd2_name_at_a_time(living: dict[str, Any]) -> None:
+    ns = _run(living, 0)
     rows = ns["name_then"].collect()
     assert len(rows) == 1
     # The model's answer: the company's version in force at that instant.
@@ -80,19 +82,15 @@ def test_exercise_scd2_name_at_a_time(living: dict[str, Any], monkeypatch: pytes
 
 
 @pytest.mark.slow
-def test_exercise_stream_static_join_loses_no_event(
-    spark: SparkSession, living: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _run(living, 1, monkeypatch)
+def test_exercise_stream_static_join_loses_no_event(spark: SparkSession, living: dict[str, Any]) -> None:
+    _run(living, 1)
     events = spark.read.format("delta").load(str(living["pipeline"].layout.table("driver_events")))
     assert spark.table("events_named").count() == events.count() > 0
 
 
 @pytest.mark.slow
-def test_exercise_change_data_feed_has_one_insert_per_version(
-    spark: SparkSession, living: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _run(living, 2, monkeypatch)
+def test_exercise_change_data_feed_has_one_insert_per_version(spark: SparkSession, living: dict[str, Any]) -> None:
+    _run(living, 2)
     history = spark.read.format("delta").load(str(living["pipeline"].layout.table("companies_history")))
     kinds = {
         r["_change_type"]: r["count"] for r in spark.table("company_changes").groupBy("_change_type").count().collect()
