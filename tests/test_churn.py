@@ -310,3 +310,46 @@ def test_a_companies_table_from_an_older_release_gains_updated_at_and_a_history(
     assert history.filter("is_current AND valid_from = created_at AND valid_to IS NULL").count() == 5
     properties = spark.sql(f"SHOW TBLPROPERTIES delta.`{layout.table('companies')}`").collect()
     assert {r["key"]: r["value"] for r in properties}.get("delta.enableChangeDataFeed") == "true"
+
+
+def _read_events(spark: SparkSession, partitions: int) -> list[tuple[object, ...]]:
+    rows = (
+        spark.read.format("fleetgen")
+        .options(config="living", start="2025-11-08T00:00:00Z", end="2025-11-09T00:00:00Z")
+        .option("numPartitions", str(partitions))
+        .load()
+        .collect()
+    )
+    return sorted(tuple(r) for r in rows)
+
+
+@pytest.mark.slow
+def test_churned_events_are_the_same_for_one_or_seven_partitions(spark: SparkSession) -> None:
+    one = _read_events(spark, 1)
+    assert one == _read_events(spark, 7) and len(one) > 1000
+
+
+@pytest.mark.slow
+def test_one_run_or_two_consecutive_runs_write_the_same_tables(spark: SparkSession, tmp_path: Path) -> None:
+    def run(root: Path, *ends: datetime) -> dict[str, list[tuple[object, ...]]]:
+        for end in ends:
+            Pipeline(
+                spark, Layout(root), load_config("living"), speedup="max", start=START, end=end,
+                max_intervals_per_trigger=32,
+            ).run_available_now()  # fmt: skip
+        layout = Layout(root)
+        tables = {"driver_events": ["event_id", "timestamp", "company_id", "event_type"]}
+        tables |= {"companies_history": ["company_id", "company_name", "active", "valid_from", "valid_to"]}
+        tables |= {"companies": ["company_id", "company_name", "active", "updated_at"]}
+        return {
+            name: sorted(
+                tuple(r) for r in spark.read.format("delta").load(str(layout.table(name))).select(*cols).collect()
+            )
+            for name, cols in tables.items()
+        }
+
+    middle, end = START + timedelta(hours=19), START + timedelta(days=2)
+    whole = run(tmp_path / "one", end)
+    split = run(tmp_path / "two", middle, end)
+    assert whole == split
+    assert len(whole["companies_history"]) > len(whole["companies"]) == 20

@@ -30,7 +30,7 @@ def _empty_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_conf_in_the_repository_holds_the_same_presets_as_the_package() -> None:
     repo = {p.name: p.read_bytes() for p in (ROOT / "conf").glob("*.yaml")}
     packaged = {p.name: p.read_bytes() for p in (PACKAGE / "presets").glob("*.yaml")}
-    assert sorted(repo) == ["base.yaml", "messy.yaml", "scaling.yaml", "small.yaml"]
+    assert sorted(repo) == ["base.yaml", "living.yaml", "messy.yaml", "scaling.yaml", "small.yaml"]
     assert packaged == repo, "conf/*.yaml and fleetgen_spark/presets/*.yaml differ: copy the one you changed"
 
 
