@@ -204,6 +204,7 @@ def event_spec(config: Config, seed: int, truck_drivers: int | None = None) -> E
         max_lateness_s=config.max_lateness_seconds,
         duplicate_fraction=config.duplicate_fraction,
         bad_record_fraction=config.bad_record_fraction,
+        event_model=config.event_model,
     )
 
 
