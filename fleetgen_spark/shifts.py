@@ -49,6 +49,7 @@ __all__ = [
     "START_HOUR_WEIGHTS",
     "ShiftModel",
     "interval_events",
+    "type_shares",
 ]
 
 HOUR, DAY = 3600, 86_400
@@ -89,6 +90,14 @@ class ShiftModel:
         """
         share = min(self.delivered_share, MAX_DELIVERED_SHARE)
         return 2 * share / (1 - share)
+
+
+def type_shares(weights: dict[str, float]) -> dict[str, float]:
+    """The shares of the event types under the shift model, for ``event_type_weights``: deliveries
+    take their weight (at most MAX_DELIVERED_SHARE), starts and stops half of the rest each."""
+    delivered = min(float(weights.get("delivered", 0.0)), MAX_DELIVERED_SHARE)
+    moves = (1 - delivered) / 2
+    return {"start driving": moves, "stopped driving": moves, "delivered": delivered}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from fleetgen_spark.manifests import Layout
 from fleetgen_spark.messy import answer_key, event_offsets_us
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.report_data import shift_summary
+from fleetgen_spark.report import build_checks
+from fleetgen_spark.report_data import read_inputs, shift_summary
 from fleetgen_spark.schedule import BLOCK_SIZE
 from fleetgen_spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
 
@@ -389,12 +390,13 @@ def test_rows_do_not_depend_on_partitions(spark: SparkSession) -> None:
 def _backfill(spark: SparkSession, data_dir: Path, end: datetime) -> Pipeline:
     config = load_config("small", event_model="shift")
     pipeline = Pipeline(
-        spark, Layout(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=48
+        spark, Layout(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=96
     )
     pipeline.run_available_now()
     return pipeline
 
 
+@pytest.mark.slow  # three backfills into Delta and the report: about 80 s on 2 cores
 def test_one_run_equals_two_consecutive_runs_and_the_report_finds_no_violation(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -411,3 +413,8 @@ def test_one_run_equals_two_consecutive_runs_and_the_report_finds_no_violation(
     assert len(summary) > 20
     assert summary["violations"].sum() == 0
     assert summary["on_duty_s"].max() <= 14 * HOUR and summary["driving_s"].max() <= 11 * HOUR
+    # The report reads the model from the data directory and judges the shifts and the type shares by it.
+    checks = {c.panel: c for c in build_checks(read_inputs(spark, one.layout, progress=lambda _: None))}
+    assert checks["shift lengths"].result == "PASS", checks["shift lengths"]
+    assert checks["event-type shares"].result == "PASS", checks["event-type shares"]
+    assert "start driving 0.375" in checks["event-type shares"].expected
