@@ -6,6 +6,7 @@ Spark tests check partitioning, split runs into Delta and the report's own shift
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -418,3 +419,19 @@ def test_one_run_equals_two_consecutive_runs_and_the_report_finds_no_violation(
     assert checks["shift lengths"].result == "PASS", checks["shift lengths"]
     assert checks["event-type shares"].result == "PASS", checks["event-type shares"]
     assert "start driving 0.375" in checks["event-type shares"].expected
+
+
+def test_readme_exercise_driving_sessions_runs_as_pasted(
+    spark: SparkSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Driver shifts") : readme.index("\n## ", readme.index("## Driver shifts") + 1)]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    namespace: dict[str, Any] = {"spark": spark}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["sessions"] == namespace["starts"] > 100
+    assert capsys.readouterr().out.split() == [str(namespace["starts"])] * 2
+    # Each of those sessions is one drive: its start and its stop (or a start still under way at end).
+    drives = namespace["drives"].where("first = 'start driving'").groupBy("events").count().collect()
+    sizes = {r["events"]: r["count"] for r in drives}
+    assert set(sizes) <= {1, 2} and sizes.get(1, 0) <= 25  # at most one drive per driver under way at end
