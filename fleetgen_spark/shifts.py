@@ -155,38 +155,34 @@ def _day_timeline(model: ShiftModel, day: int, block: int, n_drivers: int) -> _T
     u_stop = generator(model.seed, "shift_stops", day, block).random(total_drives)
     drive_shift = np.repeat(np.arange(n_shift), drives)
     drive_end = np.cumsum(drives)
-    last_drive = np.zeros(total_drives, dtype=bool)
-    last_drive[drive_end - 1] = True
     if g > 0:
         q = g / (1 + g)
         delivered = np.floor(np.log1p(-u_stop) / np.log(q)).astype(np.int64)
     else:
         delivered = np.zeros(total_drives, dtype=np.int64)
-    delivered[last_drive] = 0
+    delivered[drive_end - 1] = 0  # a shift ends with its last stop
 
     # Events: per drive [start, stop, delivered x c]; the gap after each event but a shift's last.
     per_drive = 2 + delivered
     n_events = int(per_drive.sum())
     first_of_drive = np.cumsum(per_drive) - per_drive
-    pos = np.arange(n_events) - np.repeat(first_of_drive, per_drive)
-    kind = np.where(pos == 0, START_DRIVING, np.where(pos == 1, STOPPED_DRIVING, DELIVERED)).astype(np.int8)
+    kind = np.full(n_events, DELIVERED, dtype=np.int8)
+    kind[first_of_drive] = START_DRIVING
+    kind[first_of_drive + 1] = STOPPED_DRIVING
     shift = np.repeat(drive_shift, per_drive)
     events_per_shift = np.bincount(shift, minlength=n_shift)
     last_event = np.cumsum(events_per_shift) - 1
 
-    spacing = -np.log1p(-generator(model.seed, "shift_gaps", day, block).random(n_events))
+    spacing = generator(model.seed, "shift_gaps", day, block).standard_exponential(n_events)
     spacing[last_event] = 0.0
-    is_drive = kind == START_DRIVING
-    drive_weight = np.bincount(shift, weights=np.where(is_drive, spacing, 0.0), minlength=n_shift)
-    stop_weight = np.bincount(shift, weights=np.where(is_drive, 0.0, spacing), minlength=n_shift)
+    # Per shift, the spacings of its drives (column 1) and of its stops (column 0).
+    category = 2 * shift + (kind == START_DRIVING)
+    weight = np.bincount(category, weights=spacing, minlength=2 * n_shift).reshape(n_shift, 2)
     stop_gaps = events_per_shift - 1 - drives
     # Each gap gets 1 us plus its share of what is left: drives sum to at most driving_s, stops to
     # at most on_duty_s - driving_s, and a driver's timestamps strictly increase.
-    drive_room = np.floor(driving_s * _US) - drives
-    stop_room = np.floor((on_duty_s - driving_s) * _US) - stop_gaps
-    drive_scale = drive_room / np.maximum(drive_weight, 1e-300)
-    stop_scale = stop_room / np.maximum(stop_weight, 1e-300)
-    scale = np.where(is_drive, drive_scale[shift], stop_scale[shift])
+    room = np.stack([np.floor((on_duty_s - driving_s) * _US) - stop_gaps, np.floor(driving_s * _US) - drives], axis=1)
+    scale = np.take((room / np.maximum(weight, 1e-300)).ravel(), category)
     gap = (1 + np.floor(spacing * scale)).astype(np.int64)
     gap[last_event] = 0
     since_start = np.cumsum(gap) - gap
