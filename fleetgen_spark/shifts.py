@@ -22,7 +22,9 @@ The model (README "Driver shifts"), per driver of a block:
   ``start driving`` and ``stopped driving`` alternate, so they share the rest equally.
 
 A day's shifts of a block are a pure function of (seed, interval, rate, delivered share, day,
-block, drivers): every draw comes from a stream of its own seeded by (seed, purpose, day, block),
+block, drivers). The block's drivers are cut into chunks of :meth:`ShiftModel.chunk_drivers`
+(about a million events a day each, so a day of a large block never has to fit in memory at
+once); every draw comes from a stream of its own seeded by (seed, purpose, day, block, chunk),
 laid out driver after driver, so the first drivers' shifts do not change when a block grows. An
 interval's events are cut out of the (at most three) days whose shifts can reach it; nothing is
 carried from one micro-batch to the next. :class:`_Timelines` memoises the days of a worker.
@@ -70,6 +72,8 @@ _REACH_S = DAY + JITTER_S + MAX_ON_DUTY_S
 START_DRIVING, STOPPED_DRIVING, DELIVERED = 0, 1, 2  # indices into config.EVENT_TYPES
 
 _HOUR_CDF = np.cumsum(START_HOUR_WEIGHTS) / sum(START_HOUR_WEIGHTS)
+# Events a chunk of drivers holds in a day, about: bounds the memory of one day's timeline.
+_CHUNK_EVENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ class ShiftModel:
         """
         share = min(self.delivered_share, MAX_DELIVERED_SHARE)
         return 2 * share / (1 - share)
+
+    @property
+    def chunk_drivers(self) -> int:
+        """Drivers per chunk: about _CHUNK_EVENTS events in a day (a driver is on duty under 30% of it)."""
+        per_driver_day = self.rate * DAY / self.interval_s * 0.3
+        return max(1, int(_CHUNK_EVENTS // max(per_driver_day, 1.0)))
 
 
 def type_shares(weights: dict[str, float]) -> dict[str, float]:
@@ -121,9 +131,9 @@ class _Timeline:
         return slice(int(self.bounds[i]), int(self.bounds[i + 1]))
 
 
-def _home_hours_s(model: ShiftModel, block: int, n_drivers: int) -> tuple[np.ndarray, np.ndarray]:
+def _home_hours_s(model: ShiftModel, block: int, chunk: int, n_drivers: int) -> tuple[np.ndarray, np.ndarray]:
     """Each driver's home start (seconds after midnight UTC) and weekly phase of days off (0..6)."""
-    u = generator(model.seed, "shift_profiles", block).random((n_drivers, 2))
+    u = generator(model.seed, "shift_profiles", block, chunk).random((n_drivers, 2))
     hour = np.minimum(np.searchsorted(_HOUR_CDF, u[:, 0], side="right"), 23)
     below = np.where(hour > 0, _HOUR_CDF[hour - 1], 0.0)
     within = (u[:, 0] - below) / (_HOUR_CDF[hour] - below)
@@ -131,10 +141,11 @@ def _home_hours_s(model: ShiftModel, block: int, n_drivers: int) -> tuple[np.nda
     return home, np.minimum((u[:, 1] * 7).astype(np.int64), 6)
 
 
-def _day_timeline(model: ShiftModel, day: int, block: int, n_drivers: int) -> _Timeline:
-    """Every event of the shifts that begin on ``day`` (epoch days) for the block's first ``n_drivers``."""
-    home, phase = _home_hours_s(model, block, n_drivers)
-    u = generator(model.seed, "shift_days", day, block).random((n_drivers, 5))
+def _day_timeline(model: ShiftModel, day: int, block: int, chunk: int, n_drivers: int) -> _Timeline:
+    """Every event of the shifts that begin on ``day`` (epoch days) for the first ``n_drivers`` of a
+    chunk of a block (driver indices inside the chunk)."""
+    home, phase = _home_hours_s(model, block, chunk, n_drivers)
+    u = generator(model.seed, "shift_days", day, block, chunk).random((n_drivers, 5))
     works = ((day + phase) % 7 >= 2) & (u[:, 0] >= EXTRA_DAY_OFF)
     drivers = np.flatnonzero(works)
     u = u[drivers]
@@ -148,11 +159,11 @@ def _day_timeline(model: ShiftModel, day: int, block: int, n_drivers: int) -> _T
     g = model.deliveries_per_stop
     mean_events = model.rate * on_duty_s / model.interval_s
     extra_drives = np.maximum((mean_events + g) / (2 + g) - 1, 0.0)
-    drives = 1 + generator(model.seed, "shift_drives", day, block).poisson(extra_drives)
+    drives = 1 + generator(model.seed, "shift_drives", day, block, chunk).poisson(extra_drives)
     n_shift = drives.size
     total_drives = int(drives.sum())
     # Deliveries after each drive but the last: geometric with mean g (one uniform per drive).
-    u_stop = generator(model.seed, "shift_stops", day, block).random(total_drives)
+    u_stop = generator(model.seed, "shift_stops", day, block, chunk).random(total_drives)
     drive_shift = np.repeat(np.arange(n_shift), drives)
     drive_end = np.cumsum(drives)
     if g > 0:
@@ -173,7 +184,7 @@ def _day_timeline(model: ShiftModel, day: int, block: int, n_drivers: int) -> _T
     events_per_shift = np.bincount(shift, minlength=n_shift)
     last_event = np.cumsum(events_per_shift) - 1
 
-    spacing = generator(model.seed, "shift_gaps", day, block).standard_exponential(n_events)
+    spacing = generator(model.seed, "shift_gaps", day, block, chunk).standard_exponential(n_events)
     spacing[last_event] = 0.0
     # Per shift, the spacings of its drives (column 1) and of its stops (column 0).
     category = 2 * shift + (kind == START_DRIVING)
@@ -216,15 +227,15 @@ class _Timelines:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.held = 0
-        self._entries: OrderedDict[tuple[ShiftModel, int, int, int], _Timeline] = OrderedDict()
+        self._entries: OrderedDict[tuple[ShiftModel, int, int, int, int], _Timeline] = OrderedDict()
 
-    def get(self, model: ShiftModel, day: int, block: int, n_drivers: int) -> _Timeline:
-        key = (model, day, block, n_drivers)
+    def get(self, model: ShiftModel, day: int, block: int, chunk: int, n_drivers: int) -> _Timeline:
+        key = (model, day, block, chunk, n_drivers)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             return found
-        made = _day_timeline(model, day, block, n_drivers)
+        made = _day_timeline(model, day, block, chunk, n_drivers)
         self._entries[key] = made
         self.held += made.nbytes
         while self.held > self.budget and len(self._entries) > 1:
@@ -248,17 +259,19 @@ def interval_events(
     first_day = (interval_start_s - _REACH_S) // DAY + 1
     last_day = (interval_start_s + model.interval_s - 1) // DAY
     parts = []
+    size = model.chunk_drivers
     for day in range(first_day, last_day + 1):
-        timeline = _TIMELINES.get(model, day, block, n_drivers)
-        rows = timeline.rows(interval)
-        if rows.stop > rows.start:
-            parts.append((timeline.driver[rows], timeline.time_us[rows], timeline.kind[rows]))
+        for chunk in range(-(-n_drivers // size)):
+            timeline = _TIMELINES.get(model, day, block, chunk, min(size, n_drivers - chunk * size))
+            rows = timeline.rows(interval)
+            if rows.stop > rows.start:
+                parts.append((timeline.driver[rows] + chunk * size, timeline.time_us[rows], timeline.kind[rows]))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return empty.astype(np.intp), empty, empty
     if len(parts) == 1:
         driver, time_us, kind = parts[0]
-    else:  # a driver's earlier shift comes first: order by driver, keeping time order
+    else:  # by driver across chunks, and a driver's earlier shift first: a stable sort keeps time order
         driver, time_us, kind = (np.concatenate(p) for p in zip(*parts, strict=True))
         order = np.argsort(driver, kind="stable")
         driver, time_us, kind = driver[order], time_us[order], kind[order]

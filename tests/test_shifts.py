@@ -435,3 +435,22 @@ def test_readme_exercise_driving_sessions_runs_as_pasted(
     drives = namespace["drives"].where("first = 'start driving'").groupBy("events").count().collect()
     sizes = {r["events"]: r["count"] for r in drives}
     assert set(sizes) <= {1, 2} and sizes.get(1, 0) <= 25  # at most one drive per driver under way at end
+
+
+def test_a_block_cut_into_chunks_of_drivers_keeps_every_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large block's day is drawn in chunks of drivers (bounded memory); here chunks of 36 drivers."""
+    monkeypatch.setattr(shifts, "_CHUNK_EVENTS", 3700)
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(64 << 20))
+    spec = _spec()
+    assert generate._shift_model(spec).chunk_drivers == 36
+    window = (S + DAY, S + 3 * DAY)
+    table = _table(spec, range(*window, QUARTER))
+    s = _shifts(table)
+    same_shift = s.shift[1:] == s.shift[:-1]
+    assert set(zip(s.kind[:-1][same_shift].tolist(), s.kind[1:][same_shift].tolist(), strict=True)) == ALLOWED
+    assert s.on_duty_s.max() <= 14 * HOUR and s.driving_s().max() <= 11 * HOUR
+    assert len(set(table.column("driver_id").to_pylist())) > 800  # two days: some drivers are off both
+    t = S + 2 * DAY + 33 * QUARTER
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(0))
+    cut = table.filter(pc.equal(table.column("batch_id"), batch_id(from_epoch(t))))
+    assert _table(spec, [t]).equals(cut) and cut.num_rows > 0
