@@ -193,7 +193,9 @@ def _day_timeline(model: ShiftModel, day: int, block: int, chunk: int, n_drivers
     # Each gap gets 1 us plus its share of what is left: drives sum to at most driving_s, stops to
     # at most on_duty_s - driving_s, and a driver's timestamps strictly increase.
     room = np.stack([np.floor((on_duty_s - driving_s) * _US) - stop_gaps, np.floor(driving_s * _US) - drives], axis=1)
-    scale = np.take((room / np.maximum(weight, 1e-300)).ravel(), category)
+    # A category without gaps (the stops of a one-drive shift) has no weight and nothing to scale.
+    per_unit = np.divide(room, weight, out=np.zeros_like(room), where=weight > 0)
+    scale = np.take(per_unit.ravel(), category)
     gap = (1 + np.floor(spacing * scale)).astype(np.int64)
     gap[last_event] = 0
     since_start = np.cumsum(gap) - gap

@@ -454,3 +454,14 @@ def test_a_block_cut_into_chunks_of_drivers_keeps_every_invariant(monkeypatch: p
     monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(0))
     cut = table.filter(pc.equal(table.column("batch_id"), batch_id(from_epoch(t))))
     assert _table(spec, [t]).equals(cut) and cut.num_rows > 0
+
+
+def test_at_a_low_rate_a_shift_is_one_drive() -> None:
+    """A shift holds at least one drive: below two events a shift the rate cannot be met (README)."""
+    table = _table(_spec(event_rate_per_driver=0.05), range(S + DAY, S + 3 * DAY, QUARTER))
+    s = _shifts(table)
+    complete = s.complete((S + DAY, S + 3 * DAY))
+    assert complete.sum() > 100
+    sizes = Counter((s.last - s.first + 1)[complete].tolist())
+    assert sizes.most_common(1)[0][0] == 2 and min(sizes) == 2
+    assert s.driving_s().max() <= 11 * HOUR and s.on_duty_s.max() <= 14 * HOUR
