@@ -11,6 +11,8 @@ of fleetgen's event schema into the noop sink and into Delta:
   ceiling of any Python data source); a plain Delta append.
 - into noop only, to tell generation from streaming overhead: fleetgen read as a batch
   (``spark.read``) and the cached-batch source read as a stream (Trigger.AvailableNow).
+- into noop only: fleetgen-shift, the fleetgen stream of the same fleet with ``event_model=shift``
+  over a range long enough for about as many rows (drivers emit only on duty, 28% of the time).
 
 A warm-up run of each comes first, then ``--runs`` measured runs, interleaved; the table shows
 the median. Then local[1] versus local[2] for fleetgen into noop, one subprocess per master.
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,24 @@ from fleetgen_spark.config import load_config
 from fleetgen_spark.manifests import Layout, read_json
 from fleetgen_spark.pipeline import Pipeline
 
-GENERATORS = ("fleetgen", "fleetgen-batch", "dbldatagen", "spark-sql", "cached-batch", "cached-batch-stream")
+GENERATORS = (
+    "fleetgen",
+    "fleetgen-shift",
+    "fleetgen-batch",
+    "dbldatagen",
+    "spark-sql",
+    "cached-batch",
+    "cached-batch-stream",
+)
 SINKS = ("noop", "delta")
 # The stream-versus-batch variants only matter into noop; into Delta the write dominates.
-NOOP_ONLY = ("fleetgen-batch", "cached-batch-stream")
+NOOP_ONLY = ("fleetgen-shift", "fleetgen-batch", "cached-batch-stream")
 PARTITIONS = 2  # = local[2]; fleetgen's default numPartitions is the CPU count, 2 here too
 CACHED_BATCH_ROWS = 10_000  # about what fleetgen yields per block at this fleet size
+# Under event_model shift a driver is on duty 28% of the time (4.75 shifts a week of 10 hours on
+# average, README "Driver shifts"): a range that much longer gives about as many rows, so that
+# the query's fixed cost weighs the same on both rows/s.
+SHIFT_ON_DUTY = 4.75 * 10 / (7 * 24)
 
 
 @dataclass
@@ -161,6 +175,12 @@ class Bench:
         extra["pipeline_s"] = total
         return int(manifest.get("total_events", 0)), extra
 
+    def fleetgen_shift(self, sink: str, w: Workload, rows: int) -> tuple[int, dict[str, float]]:
+        """The same fleet with drivers working shifts, over a range that gives about as many rows (noop only)."""
+        longer = replace(w, intervals=round(w.intervals / SHIFT_ON_DUTY))
+        options = longer.source_options(numPartitions=str(PARTITIONS), event_model="shift")
+        return self._stream_to_noop("fleetgen", options)
+
     # -- the others: a DataFrame, then noop or a plain Delta append ------------------------
 
     def _write(self, df: Any, sink: str, rows: int) -> tuple[int, dict[str, float]]:
@@ -198,6 +218,7 @@ class Bench:
     def runner(self, generator: str) -> Callable[[str, Workload, int], tuple[int, dict[str, float]]]:
         return {
             "fleetgen": self.fleetgen,
+            "fleetgen-shift": self.fleetgen_shift,
             "fleetgen-batch": self.fleetgen_batch,
             "dbldatagen": self.dbldatagen,
             "spark-sql": self.spark_sql,

@@ -8,7 +8,7 @@ import sys
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import isodate
 import yaml
@@ -98,6 +98,8 @@ class Config(BaseModel):
     max_lateness: timedelta = timedelta(minutes=30)
     duplicate_fraction: float = Field(default=0.0, ge=0, le=1)
     bad_record_fraction: float = Field(default=0.0, ge=0, le=1)
+    # How a driver's events follow each other: independent Poisson draws, or legal shifts (README "Driver shifts").
+    event_model: Literal["independent", "shift"] = "independent"
     # Living entities (DESIGN.md "Realism"): off by default, and off they leave every row as it was.
     company_churn_rate: float = Field(default=0.0, ge=0, le=1)
 

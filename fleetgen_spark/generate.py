@@ -22,17 +22,20 @@ from fleetgen_spark.config import EVENT_TYPES
 from fleetgen_spark.names import company_names, first_name_codes
 from fleetgen_spark.schedule import BLOCK_SIZE, blocks
 from fleetgen_spark.seed import bit_generator, generator
+from fleetgen_spark.shifts import ShiftModel, interval_events
 
 __all__ = [
     "COMPANY_SCHEMA",
     "EVENT_SCHEMA",
     "EventSpec",
+    "ShiftDraws",
     "company_batch",
     "company_ids",
     "driver_counts",
     "event_batches",
     "inactive_drivers",
     "selected_events",
+    "shift_draws",
     "truck_numbers",
     "uuid_strings",
 ]
@@ -279,6 +282,14 @@ class EventSpec:
     # Company churn (fleetgen_spark.churn): the drivers of a company inactive at an interval's start
     # emit nothing in it. None while company_churn_rate is 0.
     churn: Churn | None = None
+    # How a driver's events follow each other: "independent" Poisson draws, or legal "shift"s
+    # (fleetgen_spark.shifts).
+    event_model: str = "independent"
+
+    @property
+    def shifts(self) -> bool:
+        """Whether drivers work shifts (``event_model: shift``)."""
+        return self.event_model == "shift"
 
     @property
     def messy(self) -> bool:
@@ -381,9 +392,47 @@ def inactive_drivers(spec: EventSpec, interval_start_s: int, block: int, n_compa
     return None if inactive is None else np.repeat(inactive, spec.drivers_per_company)
 
 
+@dataclass(frozen=True)
+class ShiftDraws:
+    """The events of a block in an interval under the shift model, in row order (by driver, then time)."""
+
+    driver_idx: np.ndarray  # the driver's index in the block
+    offsets_us: np.ndarray  # microseconds after interval_start
+    type_idx: np.ndarray  # index into EVENT_TYPES
+    raw_ids: np.ndarray  # (n, 2) uint64: the bits of each event_id
+
+
+def _shift_model(spec: EventSpec) -> ShiftModel:
+    cumulative = spec.cumulative_weights
+    delivered = cumulative[-1] - cumulative[-2] if len(cumulative) > 1 else 0.0
+    return ShiftModel(spec.seed, spec.interval_s, spec.event_rate_per_driver, float(delivered))
+
+
+def shift_draws(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> ShiftDraws:
+    """The events of a block in an interval under the shift model (``spec.event_model == "shift"``).
+
+    The times and types are cut out of the day's shifts (fleetgen_spark.shifts); the ids come from a
+    stream of the interval, one per row, drawn before the drivers of inactive companies are removed,
+    so silencing a driver never changes another driver's rows.
+    """
+    n_drivers = n_companies * spec.drivers_per_company
+    driver_idx, offsets_us, type_idx = interval_events(_shift_model(spec), interval_start_s, block, n_drivers)
+    n = int(driver_idx.size)
+    raw = bit_generator(spec.seed, "shift_event_ids", interval_start_s, block).random_raw(2 * n)
+    raw_ids = np.asarray(raw, dtype=np.uint64).reshape(n, 2)
+    inactive = inactive_drivers(spec, interval_start_s, block, n_companies)
+    if inactive is not None and n:
+        keep = ~inactive[driver_idx]
+        driver_idx, offsets_us, type_idx, raw_ids = driver_idx[keep], offsets_us[keep], type_idx[keep], raw_ids[keep]
+    return ShiftDraws(driver_idx, offsets_us, type_idx, raw_ids)
+
+
 def driver_counts(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray:
     """Events per driver of a block in an interval: the counts stream, drawn first and alone
-    (0 for the drivers of an inactive company)."""
+    (0 for the drivers of an inactive company). Under the shift model: the drivers' events in the interval."""
+    if spec.shifts:
+        draws = shift_draws(spec, interval_start_s, block, n_companies)
+        return np.bincount(draws.driver_idx, minlength=n_companies * spec.drivers_per_company)
     rng = generator(spec.seed, "event_counts", interval_start_s, block)
     counts = rng.poisson(spec.event_rate_per_driver, n_companies * spec.drivers_per_company)
     inactive = inactive_drivers(spec, interval_start_s, block, n_companies)
@@ -397,9 +446,13 @@ def event_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The events of one block of companies in one interval, in slices of at most ``max_rows``.
 
-    Each eligible driver emits Poisson(rate) events at uniform times inside the interval.
+    Each eligible driver emits Poisson(rate) events at uniform times inside the interval (or,
+    under the shift model, the events of its shifts that fall inside it).
     A slice never splits a driver, so a slice may exceed ``max_rows`` only by one driver's events.
     """
+    if spec.shifts:
+        yield from _shift_batches(spec, interval_start_s, block, n_companies, max_rows)
+        return
     drivers = spec.drivers_per_company
     n_drivers = n_companies * drivers
     counts = driver_counts(spec, interval_start_s, block, n_companies)
@@ -427,6 +480,32 @@ def event_batches(
         type_idx = np.minimum(np.searchsorted(cumulative, types.random(n), side="right"), len(EVENT_TYPES) - 1)
         raw_ids = np.asarray(ids.random_raw(2 * n), dtype=np.uint64).reshape(n, 2)
         yield _event_batch(spec, interval_start_s, strings, driver_idx, offsets_us, type_idx, raw_ids)
+
+
+def _shift_batches(
+    spec: EventSpec, interval_start_s: int, block: int, n_companies: int, max_rows: int
+) -> Iterator[pa.RecordBatch]:
+    draws = shift_draws(spec, interval_start_s, block, n_companies)
+    n = int(draws.driver_idx.size)
+    if n == 0:
+        return
+    strings = _block_strings(spec, block, n_companies)
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + max_rows)
+        if hi < n:  # to the end of that driver's rows
+            hi = int(np.searchsorted(draws.driver_idx, draws.driver_idx[hi - 1], side="right"))
+        part = slice(lo, hi)
+        yield _event_batch(
+            spec,
+            interval_start_s,
+            strings,
+            draws.driver_idx[part],
+            draws.offsets_us[part],
+            draws.type_idx[part],
+            np.ascontiguousarray(draws.raw_ids[part]),
+        )
+        lo = hi
 
 
 def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[_Strings, _Strings, _Strings]:
@@ -473,6 +552,12 @@ def selected_events(
     The same draws, made whole and then indexed, so only the chosen rows are formatted: a late
     delivery needs a few rows of an earlier interval, not all of them.
     """
+    strings = _block_strings(spec, block, n_companies)
+    if spec.shifts:
+        d = shift_draws(spec, interval_start_s, block, n_companies)
+        raw = np.ascontiguousarray(d.raw_ids[rows])
+        picked = (d.driver_idx[rows], d.offsets_us[rows], d.type_idx[rows])
+        return _event_batch(spec, interval_start_s, strings, *picked, raw)
     counts = driver_counts(spec, interval_start_s, block, n_companies)
     n = int(counts.sum())
     span_us = spec.interval_s * 1_000_000
@@ -484,5 +569,4 @@ def selected_events(
     offsets_us = np.minimum((times * span_us).astype(np.int64), span_us - 1)
     cumulative = np.asarray(spec.cumulative_weights)
     type_idx = np.minimum(np.searchsorted(cumulative, types, side="right"), len(EVENT_TYPES) - 1)
-    strings = _block_strings(spec, block, n_companies)
     return _event_batch(spec, interval_start_s, strings, driver_idx, offsets_us, type_idx, raw_ids)

@@ -35,6 +35,7 @@ from fleetgen_spark.generate import (
     driver_counts,
     event_batches,
     selected_events,
+    shift_draws,
     uuid_strings,
 )
 from fleetgen_spark.schedule import BLOCK_SIZE, blocks
@@ -74,6 +75,8 @@ def event_offsets_us(spec: EventSpec, interval_start_s: int, block: int, n_compa
     The same draws as :func:`event_batches` (the times stream is sequence-stable), for the answer
     key on the driver; a test holds the two equal.
     """
+    if spec.shifts:
+        return shift_draws(spec, interval_start_s, block, n_companies).offsets_us
     n = int(driver_counts(spec, interval_start_s, block, n_companies).sum())
     span_us = spec.interval_s * _US
     times = generator(spec.seed, "event_times", interval_start_s, block).random(n)

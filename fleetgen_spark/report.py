@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fleetgen_spark.config import DEFAULT_WEIGHTS, EVENT_TYPES, parse_duration
+from fleetgen_spark.shifts import type_shares
 from fleetgen_spark.stats import ALPHA, SHARE_SLACK, fraction_check, poisson_check, shares_check
 
 __all__ = [
@@ -186,7 +187,10 @@ def _shares_check(inputs: ReportInputs) -> Check:
     panel = "event-type shares"
     if not inputs.event_types:
         return Check(panel, "no events yet", "-", "-", "n/a")
-    res = shares_check(inputs.event_types, inputs.expected.event_type_weights)
+    weights = inputs.expected.event_type_weights
+    if inputs.expected.event_model == "shift":  # starts and stops alternate: the weights mean shares of a shift
+        weights = type_shares(weights)
+    res = shares_check(inputs.event_types, weights)
     measured = ", ".join(f"{n} {c / max(res.total, 1):.3f}" for n, c in res.counts.items())
     expected = ", ".join(f"{n} {w:g}" for n, w in res.weights.items())
     test = f"chi2 = {res.chi2:.1f}, df = {res.df}, p = {res.p:.3g}"

@@ -21,6 +21,13 @@ PURPOSES: dict[str, int] = {
     "event_delivery": 5,
     "bad_records": 6,
     "bad_record_ids": 7,
+    # event_model: shift (fleetgen_spark.shifts)
+    "shift_profiles": 8,
+    "shift_days": 9,
+    "shift_drives": 10,
+    "shift_stops": 11,
+    "shift_gaps": 12,
+    "shift_event_ids": 13,
     "company_ids": 101,
     "company_names": 102,
     "company_churn": 103,

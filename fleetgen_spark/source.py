@@ -205,6 +205,7 @@ def event_spec(config: Config, seed: int, truck_drivers: int | None = None) -> E
         max_lateness_s=config.max_lateness_seconds,
         duplicate_fraction=config.duplicate_fraction,
         bad_record_fraction=config.bad_record_fraction,
+        event_model=config.event_model,
     )
 
 
@@ -340,9 +341,14 @@ class FleetgenDataSource(DataSource):
 
     Name: ``fleetgen``. Every eligible driver (of a company with ``created_at <
     interval_start``) emits Poisson(``event_rate_per_driver``) events per interval at
-    uniform times inside ``[interval_start, interval_end)``. The rows are a pure function
-    of (config, seed, interval): the number of partitions, cores or micro-batches never
-    changes them.
+    uniform times inside ``[interval_start, interval_end)``. With ``event_model=shift``
+    drivers work legal shifts instead (README "Driver shifts"): at least 10 h off between
+    shifts, at most 11 h driving and 14 h on duty; ``start driving`` and ``stopped driving``
+    alternate, ``delivered`` only while stopped; ``event_rate_per_driver`` is the mean events
+    per interval while on duty, and of ``event_type_weights`` only the ``delivered`` weight
+    applies (the share of deliveries; starts and stops take half of the rest each). The rows
+    are a pure function of (config, seed, interval): the number of partitions, cores or
+    micro-batches never changes them.
 
     Options (all strings; names are case-insensitive):
 
@@ -366,7 +372,8 @@ class FleetgenDataSource(DataSource):
 
     The config fields are seed, number_of_companies, drivers_per_company,
     event_rate_per_driver, company_onboarding_interval, companies_per_onboarding,
-    interval, event_type_weights (JSON or YAML mapping) and the realism knobs late_fraction,
+    interval, event_type_weights (JSON or YAML mapping), event_model (``independent``, the
+    default, or ``shift``; README "Driver shifts") and the realism knobs late_fraction,
     max_lateness, duplicate_fraction and bad_record_fraction (all 0 by default; README "Messy
     streams": late and re-sent events arrive in a later micro-batch within max_lateness, bad
     records carry one defect each), and company_churn_rate (0 by default; README "Living
