@@ -39,6 +39,13 @@ _SCD2 = (
 )
 
 
+# SCD2 of first versions only (no churn in the batch): insert what is not there yet.
+_SCD2_FIRST = (
+    "MERGE INTO {table} t USING {view} s ON t.company_id = s.company_id AND t.valid_from = s.valid_from "
+    "WHEN NOT MATCHED THEN INSERT *"
+)
+
+
 @dataclass
 class CompaniesWriter:
     """``foreachBatch`` target of the onboarding query: validate, then MERGE into companies and companies_history.
@@ -61,9 +68,18 @@ class CompaniesWriter:
         checked = df.withColumn("_reason", reason)
         valid = checked.filter(F.col("_reason").isNull()).drop("_reason")
         inserted = updated = versions = 0
-        if not valid.isEmpty():
-            inserted, updated = self._merge_current(spark, valid, epoch)
-            versions = self._merge_history(spark, valid, epoch)
+        # One small job says whether there is anything to MERGE and whether any row is a change of a
+        # known company; without churn none is, and both MERGEs skip their windows and joins.
+        counts = valid.agg(
+            F.count(F.lit(1)).alias("rows"), F.count_if(F.col("updated_at") != F.col("created_at")).alias("changes")
+        ).collect()[0]
+        if counts["rows"]:
+            changes = bool(counts["changes"])
+            inserted, updated = self._merge_current(spark, valid, epoch, changes)
+            # First versions the SCD1 MERGE has just inserted cannot be in the history yet (it is
+            # written after companies): a plain append, about half the cost of a MERGE.
+            fresh = inserted if not changes and inserted == counts["rows"] else 0
+            versions = self._merge_history(spark, valid, epoch, changes, fresh)
         discarded = self._discard(spark, checked, epoch)
         summary = (
             spark.read.format("delta")
@@ -89,10 +105,15 @@ class CompaniesWriter:
             total=summary["n"],
         )
 
-    def _merge_current(self, spark: SparkSession, valid: DataFrame, epoch: int) -> tuple[int, int]:
-        """SCD1: the newest version of each company of the batch; return (inserted, updated) rows."""
-        newest = Window.partitionBy("company_id").orderBy(F.col("updated_at").desc())
-        latest = valid.withColumn("_n", F.row_number().over(newest)).filter(F.col("_n") == 1).drop("_n")
+    def _merge_current(self, spark: SparkSession, valid: DataFrame, epoch: int, changes: bool) -> tuple[int, int]:
+        """SCD1: the newest version of each company of the batch; return (inserted, updated) rows.
+
+        Without ``changes`` every row is a company's first version, each company once.
+        """
+        latest = valid
+        if changes:
+            newest = Window.partitionBy("company_id").orderBy(F.col("updated_at").desc())
+            latest = valid.withColumn("_n", F.row_number().over(newest)).filter(F.col("_n") == 1).drop("_n")
         view = f"fleetgen_companies_batch_{epoch}"
         latest.createOrReplaceTempView(view)
         merge = _SCD1.format(table=sql_path(self.layout, "companies"), view=view)
@@ -101,8 +122,29 @@ class CompaniesWriter:
             return 0, 0
         return int(metrics[0]["num_inserted_rows"]), int(metrics[0]["num_updated_rows"])
 
-    def _merge_history(self, spark: SparkSession, valid: DataFrame, epoch: int) -> int:
-        """SCD2: insert the versions newer than the history's, close the rows they supersede; return versions added."""
+    def _merge_history(self, spark: SparkSession, valid: DataFrame, epoch: int, changes: bool, fresh: int) -> int:
+        """SCD2: insert the versions newer than the history's, close the rows they supersede; return versions added.
+
+        Without ``changes`` the rows are first versions: inserted when not there yet, nothing to close;
+        ``fresh`` > 0 says all of them (that many) were new to companies, so none can be in the history.
+        """
+        columns = [f.name for f in COMPANIES_HISTORY_SCHEMA.fields]
+        view = f"fleetgen_companies_history_{epoch}"
+        if not changes:
+            first = valid.select(
+                *columns[:5],
+                F.col("updated_at").alias("valid_from"),
+                F.lit(None).cast("timestamp").alias("valid_to"),
+                F.lit(True).alias("is_current"),
+            )
+            if fresh:
+                table = str(self.layout.table("companies_history"))
+                retry_conflicts(lambda: first.write.format("delta").mode("append").save(table), "append history")
+                return fresh
+            first.createOrReplaceTempView(view)
+            merge = _SCD2_FIRST.format(table=sql_path(self.layout, "companies_history"), view=view)
+            metrics = retry_conflicts(lambda: spark.sql(merge).collect(), "merge companies_history")
+            return int(metrics[0]["num_inserted_rows"]) if metrics else 0
         history = spark.read.format("delta").load(str(self.layout.table("companies_history")))
         known = history.groupBy("company_id").agg(F.max("valid_from").alias("_known"))
         new = (
@@ -113,7 +155,6 @@ class CompaniesWriter:
         )
         in_order = Window.partitionBy("company_id").orderBy("updated_at")
         following = F.lead("updated_at").over(in_order)
-        columns = [f.name for f in COMPANIES_HISTORY_SCHEMA.fields]
         versions = new.select(
             "company_id",
             "company_name",
@@ -132,7 +173,6 @@ class CompaniesWriter:
             .withColumn("is_current", F.lit(False))
             .select(*columns)
         )
-        view = f"fleetgen_companies_history_{epoch}"
         versions.select(*columns).unionByName(closed).createOrReplaceTempView(view)
         merge = _SCD2.format(table=sql_path(self.layout, "companies_history"), view=view)
         metrics = retry_conflicts(lambda: spark.sql(merge).collect(), "merge companies_history")
