@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from test_readme import _section  # one reader of README sections for every README test
 
 from fleetgen_spark.churn import Churn, state_at
 from fleetgen_spark.config import load_config
@@ -19,16 +19,6 @@ from fleetgen_spark.manifests import Layout
 from fleetgen_spark.names import company_names
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.schedule import OnboardingPlan
-
-ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def _section(title: str) -> str:
-    start = README.index(f"## {title}")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end > 0 else None]
-
 
 SECTION = _section("Living entities")
 BLOCKS = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)
