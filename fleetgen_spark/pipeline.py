@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from fleetgen_spark.clock import epoch_seconds, from_epoch, iso
 from fleetgen_spark.config import Config, format_duration
 from fleetgen_spark.dataset import Dataset, ensure_dataset, record_event_shape
 from fleetgen_spark.exceptions import GenerationError
+from fleetgen_spark.failures import first_line
 from fleetgen_spark.ledger import Ledger
 from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import get_logger, log_event
@@ -76,19 +76,6 @@ class ProgressListener(StreamingQueryListener):
             )
         else:
             log_event(_log, "query terminated", id=str(event.id))
-
-
-def first_line(error: Any) -> str:
-    """The first line of a Spark error that is ours or Spark's own (their full text carries stack traces).
-
-    A failure inside ``foreachBatch`` or a Python source surfaces wrapped by Spark; the line that says
-    what went wrong is the last ``...Error: message`` of the Python traceback when there is one.
-    """
-    text = str(getattr(error, "desc", None) or error).strip()
-    ours = re.findall(r"^fleetgen_spark\.exceptions\.\w+: (.+)$", text, flags=re.MULTILINE)
-    if ours:
-        return str(ours[-1])[:1000]
-    return text.splitlines()[0][:1000] if text else type(error).__name__
 
 
 @dataclass

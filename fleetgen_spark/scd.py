@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fleetgen_spark.clock import batch_id, iso
+from fleetgen_spark.failures import batch_errors
 from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout, update_json
 from fleetgen_spark.sink import UUID_PATTERN, discard_rows, log_discards
@@ -59,6 +60,10 @@ class CompaniesWriter:
     query: str = "companies"
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
+        with batch_errors(self.query, epoch):
+            self._write(df, epoch)
+
+    def _write(self, df: DataFrame, epoch: int) -> None:
         spark = df.sparkSession
         reason = (
             F.when(~F.col("company_id").rlike(UUID_PATTERN), F.lit("invalid_company_id"))

@@ -26,6 +26,7 @@ from fleetgen_spark.clock import batch_id, from_epoch, iso
 from fleetgen_spark.config import EVENT_TYPES
 from fleetgen_spark.dataset import event_shapes, onboarding_plan
 from fleetgen_spark.exceptions import GenerationError
+from fleetgen_spark.failures import batch_errors
 from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
 from fleetgen_spark.ledger import Ledger
 from fleetgen_spark.logs import get_logger, log_event
@@ -110,6 +111,10 @@ class EventsWriter:
         return self.options.config.interval_seconds
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
+        with batch_errors(self.query, epoch):
+            self._write(df, epoch)
+
+    def _write(self, df: DataFrame, epoch: int) -> None:
         began = time.monotonic()
         spark = df.sparkSession
         if self.ledger is None:
