@@ -193,7 +193,7 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     configure_logging(layout.root, stderr_level="INFO" if args.verbose else "WARNING")
     owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
     spark = spark_session(args.master, app_name=f"fleetgen-{args.command}", remote=args.remote)
-    listener = ProgressListener()
+    listener = ProgressListener(layout.root)
     spark.streams.addListener(listener)
     try:
         yield Pipeline(spark, layout, config, **kwargs)

@@ -150,6 +150,11 @@ def format_health(url: str, health: dict[str, Any]) -> str:
         f" last driver batch {health.get('last_driver_batch') or '-'},"
         f" last company batch {health.get('last_company_batch') or '-'}"
     )
+    if isinstance(health.get("lag_s"), (int, float)):
+        lag = float(health["lag_s"])
+        lines.append(f"  lag         the data is {_duration(lag)} of simulated time behind its clock")
+    if health.get("last_error"):
+        lines.append(f"  error       {health['last_error']}")
     for role, query in (health.get("queries") or {}).items():
         status = query.get("status") or {}
         progress = query.get("lastProgress") or {}
@@ -186,7 +191,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"seed": args.seed} if args.seed is not None else {}
     config = load_config(args.config, **overrides)
-    return serve(config, args.data_dir, master=args.master, speedup=args.speedup, host=args.host, port=args.port)
+    return serve(
+        config,
+        args.data_dir,
+        master=args.master,
+        remote=args.remote,
+        speedup=args.speedup,
+        host=args.host,
+        port=args.port,
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -29,9 +29,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
 from fleetgen_spark.clean import CLEANED, clean_data_dir, finish_interrupted_clean
-from fleetgen_spark.clock import parse_speedup
+from fleetgen_spark.clock import parse_instant, parse_speedup
 from fleetgen_spark.config import Config
 from fleetgen_spark.exceptions import FleetGenError, OptionError
+from fleetgen_spark.failures import first_line
 from fleetgen_spark.logs import RUN_ID, get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, update_json
 from fleetgen_spark.pipeline import Pipeline
@@ -106,6 +107,7 @@ class Controller:
         self._worker: threading.Thread | None = None
         self._pipeline: Pipeline | None = None
         self._queries: dict[str, StreamingQuery] = {}
+        self._reported: set[str] = set()  # run ids of the dead queries already logged
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -231,8 +233,46 @@ class Controller:
 
     @property
     def status(self) -> str:
-        """``running`` or ``paused``, or ``pausing``/``resuming`` while a request is on its way."""
-        return self._transition or ("paused" if self.paused else "running")
+        """``running`` or ``paused``, ``pausing``/``resuming`` while a request is on its way, or ``failed``
+        when a query died (``last_error`` says why; ``fleetgen resume`` starts it again)."""
+        if self._transition:
+            return self._transition
+        if self.paused:
+            return "paused"
+        return "failed" if self._failed() else "running"
+
+    def _failed(self) -> list[tuple[str, StreamingQuery]]:
+        """The queries that should run but have stopped (none while paused, stopping or cleaned)."""
+        if self.paused or self.stopped or self._transition:
+            return []
+        return [(role, q) for role, q in dict(self._queries).items() if not q.isActive]
+
+    def watch(self) -> None:
+        """Notice a query that died: status ``failed``, ``last_error`` and one ERROR line, once per run.
+
+        Called every second by the service; Spark tells a classic session's listener too, but a
+        Connect server runs listeners in a process of its own, so the service looks for itself.
+        """
+        for role, query in self._failed():
+            run = str(query.runId)
+            if run in self._reported:
+                continue
+            self._reported.add(run)
+            error = query.exception()
+            self.last_error = (
+                f"the {role} query stopped: {first_line(error) if error is not None else 'no error given'}"
+            )
+            log_event(_log, "query failed: generation stopped", logging.ERROR, query=role, error=self.last_error)
+
+    def lag_s(self) -> float | None:
+        """How far the data is behind the clock: simulated now minus the end of the last interval written."""
+        pipeline = self._pipeline
+        now = pipeline.simulated_now() if pipeline is not None else None
+        if pipeline is None or now is None or self.paused:
+            return None
+        end = read_json(self.layout.state).get("last_driver_interval_end")
+        last = parse_instant(end, "last_driver_interval_end") if isinstance(end, str) else pipeline.dataset.start
+        return round(max(0.0, (now - last).total_seconds()), 1)
 
     def counts(self) -> dict[str, Any]:
         manifest = read_json(self.layout.batch_manifest)
@@ -257,6 +297,7 @@ class Controller:
             "last_driver_batch_time": _batch_start(state.get("last_driver_batch")),
             "last_generated_at": read_json(self.layout.batch_manifest).get("last_updated"),
             "dataset": pipeline.describe() if pipeline is not None else None,
+            "lag_s": self.lag_s(),
             "queries": {role: _query_state(q) for role, q in dict(self._queries).items()},
             "last_error": self.last_error,
         }
@@ -278,7 +319,7 @@ class Controller:
                 self.last_error = str(err)
                 log_event(_log, f"{command} refused", logging.WARNING, trigger=trigger, reason=str(err))
             except Exception as err:
-                self.last_error = _first_line(err)
+                self.last_error = first_line(err)
                 log_event(_log, f"{command} failed", logging.ERROR, trigger=trigger, error=self.last_error)
             finally:
                 with self._requests_lock:
@@ -323,9 +364,9 @@ class Controller:
                     self._queries[role] = start()
         except Exception as err:  # half a pipeline is worse than none: stop what did start
             self._stop_queries(0.0)
-            first_line = _first_line(err)
-            log_event(_log, "could not start the queries", logging.ERROR, error=first_line)
-            raise ServiceError(f"could not start the queries: {first_line}", status_code=500) from err
+            cause = first_line(err)
+            log_event(_log, "could not start the queries", logging.ERROR, error=cause)
+            raise ServiceError(f"could not start the queries: {cause}", status_code=500) from err
 
     def _stop_queries(self, grace_s: float | None = None) -> None:
         grace = self.stop_grace_s if grace_s is None else grace_s
@@ -385,14 +426,8 @@ def _query_state(query: StreamingQuery) -> dict[str, Any]:
             if progress is not None
             else None
         ),
-        "exception": _first_line(getattr(error, "desc", error)) if error is not None else None,
+        "exception": first_line(error) if error is not None else None,
     }
-
-
-def _first_line(error: Any) -> str:
-    """A Spark error's first line (its full text carries Python and JVM stack traces)."""
-    text = str(error).strip()
-    return text.splitlines()[0][:500] if text else type(error).__name__
 
 
 def _batch_start(batch_id: Any) -> str | None:
@@ -408,8 +443,11 @@ def _batch_start(batch_id: Any) -> str | None:
 
 def _forget_delta_tables(spark: SparkSession) -> None:
     """Drop Delta's cached table logs, so tables recreated at the same paths start from version 0."""
-    jvm = spark._jvm
-    if jvm is None:  # Spark Connect keeps no table cache in this process
+    try:
+        jvm = spark._jvm
+    except AttributeError:  # Spark Connect: no JVM handle (the server re-lists the log on the next write)
+        return
+    if jvm is None:
         return
     try:
         jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()

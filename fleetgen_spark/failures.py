@@ -13,7 +13,6 @@ stop, anything else into its first line (the whole text goes to the JSON log fir
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,6 +105,7 @@ def batch_errors(query: str, epoch: int) -> Iterator[None]:
         if cause is not None:
             raise QueryStopping(f"the {query} micro-batch {epoch}", cause) from None
         text = str(err)
-        log_event(_log, "micro-batch failed", logging.ERROR, query=query, epoch=epoch, error=text[:4000])
+        # The query's failure is logged at ERROR once, by the listener; here the whole text, for the JSON log.
+        log_event(_log, "micro-batch failed", query=query, epoch=epoch, error=text[:4000])
         cause = f"{type(err).__name__}: {first_line(text)}"
         raise GenerationError(f"the {query} micro-batch {epoch} failed: {cause}") from None

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_BYTES",
     "RUN_ID",
     "configure_logging",
+    "ensure_logging",
     "get_logger",
     "log_event",
     "read_logs",
@@ -99,7 +100,7 @@ class _JsonLinesHandler(logging.Handler):
 class _ReadableFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "metadata", {})
-        extra = " ".join(f"{k}={v}" for k, v in meta.items())
+        extra = " ".join(f"{k}={_one_line(v)}" for k, v in meta.items())
         stamp = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S")
         component = record.name.removeprefix(_ROOT + ".")
         return f"{stamp} {record.levelname:<7} [{component}] {record.getMessage()}" + (f" ({extra})" if extra else "")
@@ -133,6 +134,22 @@ def configure_logging(
         console.setFormatter(_ReadableFormatter())
         console.setLevel(stderr_level)
         root.addHandler(console)
+
+
+def _one_line(value: Any) -> str:
+    """A metadata value as the terminal shows it: its first line (an error's full text, with its
+    stack traces, stays in the JSON log)."""
+    text = str(value)
+    first = text.split("\n", 1)[0]
+    return first[:500] + " ..." if len(first) < len(text) or len(first) > 500 else first
+
+
+def ensure_logging(data_dir: Path) -> None:
+    """In a process that has not set logging up (a Spark Connect server's foreachBatch worker), send
+    the package's records to the data directory's JSON files only: the worker's stderr is the
+    server's, and a user reads the records with /logs or `fleetgen logs`."""
+    if not logging.getLogger(_ROOT).handlers:
+        configure_logging(data_dir, stderr=False)
 
 
 def get_logger(component: str) -> logging.Logger:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pyspark.errors import StreamingQueryException
@@ -16,14 +17,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 
-from fleetgen_spark.clock import epoch_seconds, from_epoch, iso
+from fleetgen_spark.clock import Clock, epoch_seconds, from_epoch, iso, parse_speedup
 from fleetgen_spark.config import Config, format_duration
 from fleetgen_spark.dataset import Dataset, ensure_dataset, record_event_shape
 from fleetgen_spark.exceptions import GenerationError
 from fleetgen_spark.failures import first_line
 from fleetgen_spark.ledger import Ledger
 from fleetgen_spark.lock import hold
-from fleetgen_spark.logs import get_logger, log_event
+from fleetgen_spark.logs import ensure_logging, get_logger, log_event
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.scd import CompaniesWriter
@@ -45,12 +46,21 @@ def source_options(config: Config, dataset: Dataset, layout: Layout, **extra: st
 
 
 class ProgressListener(StreamingQueryListener):
-    """Logs every micro-batch's progress of the fleetgen queries, and a query that dies at ERROR."""
+    """Logs every micro-batch's progress of the fleetgen queries, and a query that dies at ERROR.
+
+    On Spark Connect the server runs a listener in a Python worker of its own: there its records go
+    to the JSON log of ``data_dir`` only (see :func:`ensure_logging`).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
 
     def onQueryStarted(self, event: Any) -> None:
+        ensure_logging(self.data_dir)
         log_event(_log, "query started", name=event.name, id=str(event.id))
 
     def onQueryProgress(self, event: Any) -> None:
+        ensure_logging(self.data_dir)
         p = event.progress
         log_event(
             _log,
@@ -66,6 +76,7 @@ class ProgressListener(StreamingQueryListener):
         """Idle ticks are not worth a log line."""
 
     def onQueryTerminated(self, event: Any) -> None:
+        ensure_logging(self.data_dir)
         if event.exception:
             log_event(
                 _log,
@@ -194,6 +205,13 @@ class Pipeline:
         _await(self.start_companies(True), None)
         _await(self.start_events(True), on_progress)
 
+    def simulated_now(self) -> datetime | None:
+        """The clock the queries follow, read now; None before they start, or with no pacing (``max``)."""
+        speed = parse_speedup(self.speedup)
+        if self._anchor is None or speed is None:
+            return None
+        return Clock(self.config.interval_seconds, speed).now(*self._anchor)
+
     def describe(self) -> dict[str, Any]:
         return {
             "data_dir": str(self.layout.root),
@@ -218,5 +236,6 @@ def _await(query: StreamingQuery, on_progress: Callable[[StreamingQuery], None] 
         query.awaitTermination()  # re-raises the query's error, if any
     except StreamingQueryException as err:
         cause = first_line(err)
-        log_event(_log, "query failed: generation stopped", logging.ERROR, name=query.name, error=str(err)[:4000])
+        # The listener has said it at ERROR in one line; the whole text is for the JSON log only.
+        log_event(_log, "query failed: the whole error", name=query.name, error=str(err)[:4000])
         raise GenerationError(f"the {query.name} query failed: {cause}") from None

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from fleetgen_spark.clock import batch_id, iso
 from fleetgen_spark.failures import batch_errors
-from fleetgen_spark.logs import get_logger, log_event
+from fleetgen_spark.logs import ensure_logging, get_logger, log_event
 from fleetgen_spark.manifests import Layout, update_json
 from fleetgen_spark.sink import UUID_PATTERN, discard_rows, log_discards
 from fleetgen_spark.tables import COMPANIES_HISTORY_SCHEMA, DISCARDED_SCHEMA, retry_conflicts, sql_path
@@ -60,6 +60,7 @@ class CompaniesWriter:
     query: str = "companies"
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
+        ensure_logging(self.layout.root)  # on Spark Connect this runs in a Python worker of the server
         with batch_errors(self.query, epoch):
             self._write(df, epoch)
 

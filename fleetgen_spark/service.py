@@ -108,7 +108,9 @@ class Health(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    status: Literal["running", "paused", "pausing", "resuming"]
+    status: Literal["running", "paused", "pausing", "resuming", "failed"] = Field(
+        description="failed: a query died (last_error says why); POST /resume starts it again"
+    )
     uptime_s: float
     pid: int
     batches_generated_count: int
@@ -119,8 +121,12 @@ class Health(BaseModel):
     last_driver_batch_time: str | None
     last_generated_at: str | None
     dataset: dict[str, Any] | None = Field(description="data dir, seed, start, speedup; null after a clean")
+    lag_s: float | None = Field(
+        description="simulated now minus the end of the last interval written: how far the data is behind its "
+        "clock (null while paused or before the queries start)"
+    )
     queries: dict[str, dict[str, Any]] = Field(description="per query: Spark's id, runId, name, isActive, ...")
-    last_error: str | None = Field(description="why the last pause or resume failed, if it did")
+    last_error: str | None = Field(description="why a query died, or why the last pause or resume failed")
 
 
 class Changed(Health):
@@ -423,7 +429,7 @@ class Service:
         self.commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self.stop_requested = threading.Event()
         self._stop_trigger = "stop"
-        self._listener = ProgressListener()
+        self._listener = ProgressListener(layout.root)
         self._server: uvicorn.Server | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -510,7 +516,8 @@ class Service:
         self.commands.put((command, signal.Signals(signum).name))
 
     def _control_loop(self) -> None:
-        """Hand queued commands on without waiting for them, and save the state every ``state_every_s``.
+        """Hand queued commands on without waiting for them, look for a dead query every second, and save
+        the state every ``state_every_s``.
 
         A pause or resume goes to the controller's worker (it returns at once), so a stop queued behind
         one is seen at once and SIGTERM never waits for a pause to finish.
@@ -518,10 +525,12 @@ class Service:
         next_save = time.monotonic() + self.state_every_s
         while True:
             try:
-                command, trigger = self.commands.get(timeout=max(0.0, next_save - time.monotonic()))
+                command, trigger = self.commands.get(timeout=max(0.0, min(1.0, next_save - time.monotonic())))
             except queue.Empty:
-                self._save_periodically()
-                next_save = time.monotonic() + self.state_every_s
+                self.controller.watch()
+                if time.monotonic() >= next_save:
+                    self._save_periodically()
+                    next_save = time.monotonic() + self.state_every_s
                 continue
             if command == "exit":
                 return
@@ -569,6 +578,7 @@ def serve(
     data_dir: str | os.PathLike[str],
     *,
     master: str | None = None,
+    remote: str | None = None,
     speedup: str | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -582,7 +592,7 @@ def serve(
     configure_logging(layout.root)
     from fleetgen_spark.session import spark_session
 
-    spark = spark_session(master, app_name="fleetgen-run")
+    spark = spark_session(master, app_name="fleetgen-run", remote=remote)
     service = Service(spark, layout, config, speedup or "1", host, port, token)
     try:
         return service.run_forever()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
@@ -30,7 +32,12 @@ DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
 # "1" shows Spark's own log (WARN and up, Spark's default profile); anything else keeps it quiet.
 VERBOSE_ENV = "FLEETGEN_VERBOSE"
 # Lines the JVM prints outside log4j on every start: not ours, and nothing a user can act on.
-_JVM_NOISE = re.compile(r"^(WARNING: Using incubator modules|Using Spark's default log4j profile)")
+# Spark Connect's foreachBatch and listener workers print their start (with the session's token!)
+# and every batch to the JVM's stderr.
+_JVM_NOISE = re.compile(
+    r"^(WARNING: Using incubator modules|Using Spark's default log4j profile"
+    r"|Streaming (ForeachBatch|query listener) worker )"
+)
 _LOG4J_FILE = Path(__file__).resolve().parent / "log4j2.properties"
 
 
@@ -238,34 +245,80 @@ def _classic_session(master: str | None, app_name: str, extra: dict[str, str]) -
 
 
 # Settings a Spark Connect server fixes when it starts; a client cannot change them afterwards.
-_SERVER_ONLY = ("spark.jars.packages", "spark.sql.extensions", "spark.sql.catalog.spark_catalog", "spark.ui.")
+_SERVER_ONLY = ("spark.jars", "spark.sql.extensions", "spark.sql.catalog.spark_catalog", "spark.ui.", "spark.driver.")
+# A local[N] Connect server listens here when the port is free (pyspark's default), else on a free port.
+CONNECT_PORT = 15002
 
 
 def _connect_session(remote: str, app_name: str, extra: dict[str, str]) -> SparkSession:
     """A Spark Connect session: a server of its own for ``local[N]``, else the server at ``remote``."""
-    if remote.startswith("local"):
-        _use_this_python()
-        # The server starts in this process and takes every setting, the Delta jar included. Spark
-        # binds it to every interface on port 15002 unless told otherwise: keep it on loopback.
-        settings = {**base_conf(), "spark.connect.grpc.binding.address": "127.0.0.1", **extra}
-    elif remote.startswith("sc://"):
-        # A running server was configured when it started (Delta's jar and extensions, see the
-        # README); a client can only set runtime SQL settings. Pyspark ignores the others silently.
-        settings = {k: v for k, v in {**base_conf(), **extra}.items() if not k.startswith(_SERVER_ONLY)}
-    else:
+    if not remote.startswith(("local", "sc://")):
         raise OptionError(f"remote {remote!r} is not a Spark Connect address; use sc://host:port or local[N]")
     try:
-        import pyspark.sql.connect.session  # noqa: F401  (fails early without the client libraries)
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
     except ImportError as err:
         raise OptionError(
             f"remote {remote!r} needs the Spark Connect client libraries ({err}); "
             "install them with: pip install 'fleetgen-spark[connect]'"
         ) from err
-    builder = SparkSession.builder.remote(remote).appName(app_name)
-    for key, value in settings.items():
+    if remote.startswith("local"):
+        remote = _start_local_connect_server(remote, app_name, extra)
+    settings = {**base_conf(), **extra}
+    # A running server was configured when it started (Delta's jar and extensions, see the README);
+    # a client can only set runtime SQL settings. Pyspark ignores the others silently.
+    runtime = {k: v for k, v in settings.items() if not k.startswith(_SERVER_ONLY)}
+    builder = ConnectSession.builder.remote(remote).appName(app_name)
+    for key, value in runtime.items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
-        # For local[N], pyspark starts the server with every setting, then also tries to set each on
-        # the new session and warns "Failed to set ..." for those only a server start can take.
+        # pyspark tries to set every setting on the new session and warns "Failed to set ..." for
+        # those only a server start can take (spark.jars.packages when the jars were not cached).
         warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
-        return builder.getOrCreate()
+        # Connect's session class stands in for the classic one (pyspark's own builder returns it the same way).
+        return cast(SparkSession, builder.getOrCreate())
+
+
+def _start_local_connect_server(master: str, app_name: str, extra: dict[str, str]) -> str:
+    """Start a Spark Connect server in this process, as ``builder.remote("local[N]")`` does, and
+    return its ``sc://`` address.
+
+    Pyspark's own way always binds port 15002 (a second local server then fails) and starts Spark
+    loudly (the Ivy report, ~60 resolver ERRORs). Here the server is a classic session with the
+    Connect plugin, started like every fleetgen session (jars as files, Spark's log at ERROR) on
+    15002 or, when that is taken, on a free loopback port. The client finds the server through the
+    same environment variables pyspark sets, so stopping the client stops the server too.
+    """
+    port = CONNECT_PORT if _port_free(CONNECT_PORT) else _free_port()
+    # The server and its client share this secret; pyspark draws it the same way for local[N].
+    os.environ.setdefault("SPARK_CONNECT_AUTHENTICATE_TOKEN", secrets.token_urlsafe(24))
+    server = {
+        **extra,
+        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        "spark.sql.artifact.isolation.enabled": "true",
+        "spark.sql.artifact.isolation.alwaysApplyClassloader": "true",
+        # Spark binds a Connect server to every interface unless told otherwise: keep it on loopback.
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+    }
+    _classic_session(master, app_name, server)
+    # What pyspark's remote("local[N]") sets: functions dispatch to Connect, and the client's stop()
+    # stops this in-process server as well.
+    os.environ["SPARK_LOCAL_REMOTE"] = "1"
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    # "localhost", not 127.0.0.1: pyspark speaks TLS to any other host once a token is set.
+    return f"sc://localhost:{port}"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

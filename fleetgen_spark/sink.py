@@ -29,7 +29,7 @@ from fleetgen_spark.exceptions import GenerationError
 from fleetgen_spark.failures import batch_errors
 from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
 from fleetgen_spark.ledger import Ledger
-from fleetgen_spark.logs import get_logger, log_event
+from fleetgen_spark.logs import ensure_logging, get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, update_json
 from fleetgen_spark.messy import AnswerKey, answer_key, lookback
 from fleetgen_spark.options import SourceOptions
@@ -111,6 +111,7 @@ class EventsWriter:
         return self.options.config.interval_seconds
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
+        ensure_logging(self.layout.root)  # on Spark Connect this runs in a Python worker of the server
         with batch_errors(self.query, epoch):
             self._write(df, epoch)
 
@@ -247,7 +248,8 @@ class EventsWriter:
                 "_off_to": pa.array(np.where(off_to < 0, _END_OF_TIME_S, off_to) * 1_000_000, type=us),
             }
         )
-        frame = spark.createDataFrame(table)
+        # The schema given: Spark Connect cannot infer one from an empty table (no company inactive yet).
+        frame = spark.createDataFrame(table, schema="_company_id string, _off_from timestamp, _off_to timestamp")
         self._spans = (key, frame)
         return frame
 
@@ -272,7 +274,8 @@ class EventsWriter:
                 "_created_at": pa.array(created, type=pa.timestamp("us", tz="UTC")),
             }
         )
-        frame = spark.createDataFrame(table)
+        # The schema given: Spark Connect cannot infer one from an empty table (nobody eligible yet).
+        frame = spark.createDataFrame(table, schema="company_id string, _created_at timestamp")
         self._created = (count, frame)
         return frame
 
