@@ -255,9 +255,10 @@ class Controller:
         """
         for role, query in self._failed():
             run = str(query.runId)
-            if run in self._reported:
-                continue
-            self._reported.add(run)
+            with self._requests_lock:  # /health and the service's loop both call this
+                if run in self._reported:
+                    continue
+                self._reported.add(run)
             error = query.exception()
             self.last_error = (
                 f"the {role} query stopped: {first_line(error) if error is not None else 'no error given'}"
@@ -286,6 +287,7 @@ class Controller:
 
     def health(self) -> dict[str, Any]:
         """What GET /health answers; reads files and query handles only, so it never waits for the lock."""
+        self.watch()  # a query that died a moment ago is reported with its error, not only as failed
         state = read_json(self.layout.state)
         pipeline = self._pipeline
         return {

@@ -58,7 +58,11 @@ def first_line(error: Any) -> str:
     ours = _OURS.findall(text)
     if ours:
         return str(ours[-1])[:1000]
-    return text.splitlines()[0][:1000] if text else type(error).__name__
+    lines = text.splitlines()
+    if lines and lines[0].startswith("An error occurred while calling") and len(lines) > 1:
+        # A Py4JJavaError: the Java exception is on the next line, after ": ".
+        return lines[1].removeprefix(": ")[:1000]
+    return lines[0][:1000] if lines else type(error).__name__
 
 
 def interrupted(error: BaseException) -> str | None:

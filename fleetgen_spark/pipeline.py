@@ -76,17 +76,11 @@ class ProgressListener(StreamingQueryListener):
         """Idle ticks are not worth a log line."""
 
     def onQueryTerminated(self, event: Any) -> None:
+        """Logged at INFO, with the error when there is one: whoever runs the query (the service's
+        watch, a command's wait) says at ERROR, once, that generation stopped."""
         ensure_logging(self.data_dir)
-        if event.exception:
-            log_event(
-                _log,
-                "query failed: generation stopped",
-                logging.ERROR,
-                id=str(event.id),
-                error=first_line(event.exception),
-            )
-        else:
-            log_event(_log, "query terminated", id=str(event.id))
+        error = first_line(event.exception) if event.exception else None
+        log_event(_log, "query terminated", id=str(event.id), **({"error": error} if error else {}))
 
 
 @dataclass
@@ -236,6 +230,5 @@ def _await(query: StreamingQuery, on_progress: Callable[[StreamingQuery], None] 
         query.awaitTermination()  # re-raises the query's error, if any
     except StreamingQueryException as err:
         cause = first_line(err)
-        # The listener has said it at ERROR in one line; the whole text is for the JSON log only.
-        log_event(_log, "query failed: the whole error", name=query.name, error=str(err)[:4000])
+        log_event(_log, "query failed: generation stopped", logging.ERROR, name=query.name, error=cause)
         raise GenerationError(f"the {query.name} query failed: {cause}") from None

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,3 +202,86 @@ def test_a_remote_server_gets_the_package_as_an_artifact(
     # planner does not see the session's pyfiles: to stream, the server's Python needs the package
     # installed (README, Spark Connect). When this starts to pass, Spark fixed it: update the README.
     assert "No module named 'fleetgen_spark'" in seen.get("stream_error", ""), seen
+
+
+# The service and the command line on Spark Connect, as a user runs them ----------------------------
+
+# What only our own lines look like: "HH:MM:SS LEVEL [component] message", the progress lines of a
+# command, and its closing lines.
+_OURS = re.compile(
+    r"^(\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) +\[\w+\] |intervals \d+/\d+ |backfill done: |paused: |fleetgen )"
+)
+
+
+def _only_our_lines(text: str) -> None:
+    assert ";token=" not in text, text[:3000]  # Connect's worker printed its URL with the session's token
+    assert "Exception in thread" not in text and "\tat " not in text and "Traceback" not in text, text[:3000]
+    strangers = [line for line in text.splitlines() if line.strip() and not _OURS.match(line)]
+    assert not strangers, strangers[:20]
+
+
+@pytest.mark.slow
+def test_a_connect_backfill_of_one_interval_per_trigger_writes_the_classic_rows(spark: Any, tmp_path: Path) -> None:
+    """Empty intervals (nobody eligible yet) once crashed the writer on Connect (CANNOT_INFER_EMPTY_SCHEMA)."""
+    data = tmp_path / "data"
+    out = subprocess.run(
+        [sys.executable, "-m", "fleetgen_spark.cli", "backfill", "--remote", "local[2]", "--config", "small",
+         "--start", "2025-11-08T00:00:00Z", "--end", "2025-11-08T02:00:00Z", "--data-dir", str(data),
+         "--max-intervals-per-trigger", "1"],
+        capture_output=True, text=True, env=_client_env(), cwd=tmp_path, timeout=900, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stdout.startswith("backfill done: 8 intervals, 377 events"), out.stdout
+    _only_our_lines(out.stdout + out.stderr)
+    options = {"config": "small", "start": "2025-11-08T00:00:00Z", "end": "2025-11-08T02:00:00Z", "seed": "100"}
+    classic = spark.read.format("fleetgen").options(**options).load()
+    written = spark.read.format("delta").load(str(data / "delta" / "driver_events")).drop("event_date")
+    assert written.count() == ROWS
+    assert written.exceptAll(classic).count() == 0 and classic.exceptAll(written).count() == 0
+
+
+@pytest.mark.slow
+def test_fleetgen_run_on_a_local_connect_server_serves_pauses_and_stops_quietly(tmp_path: Path) -> None:
+    """``fleetgen run --remote local[2]`` while port 15002 is taken: the server takes a free port."""
+    import httpx
+
+    data, log = tmp_path / "data", tmp_path / "run.log"
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 15002))
+            taken.listen(1)
+        except OSError:  # somebody else holds it: the point is the same
+            pass
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        env = {**_client_env(), "PYSPARK_PYTHON": sys.executable}
+        env.pop("FLEETGEN_API_TOKEN", None)
+        command = [sys.executable, "-m", "fleetgen_spark.cli", "run", "--remote", "local[2]", "--config", "small",
+                   "--speedup", "3600", "--data-dir", str(data), "--port", str(port)]  # fmt: skip
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, trust_env=False) as client:
+                deadline = time.monotonic() + 600
+                health: dict[str, Any] = {}
+                while health.get("batches_generated_count", 0) < 1:
+                    assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+                    time.sleep(1)
+                    try:
+                        health = client.get("/health").json()
+                    except httpx.TransportError:
+                        continue
+                assert health["status"] == "running" and health["lag_s"] is not None, health
+                proc.send_signal(signal.SIGUSR1)
+                while (health := client.get("/health").json())["status"] != "paused":
+                    assert time.monotonic() < deadline, health
+                    time.sleep(0.5)
+                assert health["last_error"] is None, health
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    _only_our_lines(log.read_text())

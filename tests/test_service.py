@@ -675,3 +675,25 @@ def _assert_no_traceback_but_the_runners(text: str) -> None:
         lines = block.splitlines()[1:]
         frames = "\n".join(itertools.takewhile(lambda line: line.startswith(" "), lines))
         assert "python_streaming_source_runner.py" in frames and "fleetgen_spark" not in frames, block[:3000]
+
+
+@pytest.mark.slow
+def test_a_query_that_dies_is_failed_in_health_with_its_error_and_one_error_line(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A gap in the batches table's log makes the next append fail: the service must say so."""
+    with running_service(spark, tmp_path / "data") as (service, client):
+        layout = service.controller.layout
+        wait_for("a batch", lambda: batches_generated(client) >= 1)
+        (layout.table("batches") / "_delta_log" / f"{999:020d}.json").write_text('{"commitInfo":{}}\n')
+
+        def failed() -> dict[str, Any] | None:
+            health = dict(client.get("/health").json())
+            return health if health["status"] == "failed" else None
+
+        health = wait_for("/health to say failed", failed)
+        assert health["last_error"].startswith("the events query stopped: "), health["last_error"]
+        assert health["queries"]["events"]["isActive"] is False
+        errors = [r for r in log_messages(layout) if r["level"] == "ERROR"]
+        assert [r["message"] for r in errors] == ["query failed: generation stopped"], errors
+        assert "\n" not in errors[0]["metadata"]["error"]
