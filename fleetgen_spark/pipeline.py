@@ -79,8 +79,8 @@ class ProgressListener(StreamingQueryListener):
         """Logged at INFO, with the error when there is one: whoever runs the query (the service's
         watch, a command's wait) says at ERROR, once, that generation stopped."""
         ensure_logging(self.data_dir)
-        error = first_line(event.exception) if event.exception else None
-        log_event(_log, "query terminated", id=str(event.id), **({"error": error} if error else {}))
+        details = {"error": first_line(event.exception)} if event.exception else {}
+        log_event(_log, "query terminated", logging.INFO, id=str(event.id), **details)
 
 
 @dataclass
