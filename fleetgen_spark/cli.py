@@ -25,7 +25,7 @@ import yaml
 
 from fleetgen_spark import __version__
 from fleetgen_spark.client import cmd_clean, cmd_logs, cmd_pause, cmd_resume, cmd_run, cmd_status
-from fleetgen_spark.clock import MAX_SPEEDUP, align_down, epoch_seconds, from_epoch, parse_instant, parse_speedup
+from fleetgen_spark.clock import MAX_SPEEDUP, align_down, epoch_seconds, from_epoch, iso, parse_instant, parse_speedup
 from fleetgen_spark.config import Config, load_config
 from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
@@ -192,6 +192,9 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     # Per-batch records go to the JSON logs; the terminal gets them with --verbose only.
     configure_logging(layout.root, stderr_level="INFO" if args.verbose else "WARNING")
     owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
+    if owned:
+        where = args.remote or os.environ.get("SPARK_REMOTE") or args.master or "local[*]"
+        _say(args, f"starting Spark ({where}) ...")
     spark = spark_session(args.master, app_name=f"fleetgen-{args.command}", remote=args.remote)
     listener = ProgressListener(layout.root)
     spark.streams.addListener(listener)
@@ -201,6 +204,11 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
         spark.streams.removeListener(listener)
         if owned:
             spark.stop()
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A line on stderr about what a command is doing while it has nothing else to show."""
+    print(f"fleetgen {args.command}: {text}", file=sys.stderr, flush=True)
 
 
 def _just_closed(config: Config) -> datetime:
@@ -252,20 +260,31 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     config = _config(args)
     start, end = _backfill_range(args, config)
     kwargs = {"speedup": "max", "start": start, "end": end, "max_intervals_per_trigger": args.max_intervals_per_trigger}
+    began = time.monotonic()
     with _pipeline(args, config, **kwargs) as pipeline:
         check_start(pipeline.layout, pipeline.dataset, start)
+        started = time.monotonic()
+        held = pipeline.written_until()
+        if held is not None and held >= end:
+            manifest = read_json(pipeline.layout.batch_manifest)
+            print(
+                f"backfill: nothing to generate: {pipeline.layout.root} already holds every interval up to "
+                f"{iso(held)} ({manifest.get('batch_count', 0)} intervals, {manifest.get('total_events', 0)} events); "
+                "a config change applies to intervals not generated yet: give a later --end"
+            )
+            return 0
         first = epoch_seconds(pipeline.dataset.start)
         total = (epoch_seconds(end) - first) // config.interval_seconds
-        progress = Progress(total, pipeline.layout.batch_manifest, interval_s=config.interval_seconds, first=first)
-        began = time.monotonic()
+        progress = Progress(total, pipeline.layout.batch_manifest)
         try:
-            pipeline.run_available_now(progress.update)
+            pipeline.run_available_now(progress.update, say=lambda text: _say(args, text))
         finally:
             progress.close()
-    manifest = json.loads(pipeline.layout.batch_manifest.read_text())
+    manifest = read_json(pipeline.layout.batch_manifest)
     print(
         f"backfill done: {manifest['batch_count']} intervals, {manifest['total_events']} events, "
-        f"last batch {manifest['last_batch_id']}, {time.monotonic() - began:.1f} s"
+        f"last batch {manifest['last_batch_id']}, {time.monotonic() - started:.1f} s "
+        f"(+{started - began:.1f} s starting Spark and opening the tables)"
     )
     return 0
 

@@ -9,6 +9,7 @@ on who exists when, even after a config change.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fleetgen_spark.clock import align_down, epoch_seconds, from_epoch, iso, parse_instant
+from fleetgen_spark.clock import align_down, batch_id, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import EVENT_TYPES, Config, parse_duration
 from fleetgen_spark.exceptions import ConfigError
+from fleetgen_spark.logs import get_logger, log_event
 from fleetgen_spark.manifests import Layout, read_json, utc_now_iso, write_json_atomic
 from fleetgen_spark.options import SourceOptions
 from fleetgen_spark.schedule import OnboardingPlan, Segment
@@ -37,6 +39,7 @@ __all__ = [
     "segments_path",
 ]
 
+_log = get_logger("dataset")
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
 _ONBOARDING_FIELDS = ("number_of_companies", "companies_per_onboarding", "company_onboarding_interval")
 # The config fields that shape a driver's events: a change governs the intervals after those written.
@@ -123,8 +126,24 @@ def record_event_shape(layout: Layout, config: Config, generated_until: int | No
     effective = start if generated_until is None else generated_until
     if shapes:
         effective = max(effective, int(shapes[-1]["effective_from"]))
+        old, new = _config_values(shapes[-1]), _config_values(wanted)
+        changed = [f"{name} {shapes[-1].get(name, _SHAPE_DEFAULTS.get(name))} -> {wanted[name]}"
+                   for name in EVENT_SHAPE_FIELDS if old[name] != new[name]]  # fmt: skip
+        _announce(changed, effective, generated_until is not None)
     shapes = [s for s in shapes if int(s["effective_from"]) < effective]  # a change before any row replaces
     write_json_atomic(path, {"shapes": [*shapes, {"effective_from": effective, **wanted}]})
+
+
+def _announce(changed: list[str], effective: int, generated: bool) -> None:
+    """One line for a recorded config change: what changed, and from which interval or tick on."""
+    earlier = "; earlier ones keep their rows" if generated else ""
+    log_event(
+        _log,
+        f"config change recorded: {', '.join(changed)}, from {batch_id(from_epoch(effective))} on{earlier}",
+        logging.WARNING,
+        changed=changed,
+        effective_from=iso(from_epoch(effective)),
+    )
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,20 @@ def _record_onboarding_change(layout: Layout, config: Config, segments: tuple[Se
     ticks_done = max(0, (floor - last.effective_from) // last.onboarding_s + 1)
     effective = last.effective_from + ticks_done * last.onboarding_s
     new = Segment.from_config(config, effective)
+    names = {
+        "number_of_companies": "number_of_companies",
+        "companies_per_onboarding": "companies_per_onboarding",
+        "onboarding_s": "company_onboarding_interval (s)",
+    }
+    _announce(
+        [
+            f"{label} {getattr(last, n)} -> {getattr(new, n)}"
+            for n, label in names.items()
+            if getattr(last, n) != getattr(new, n)
+        ],
+        effective,
+        bool(done),
+    )
     write_json_atomic(segments_path(layout.root), {"segments": [s.to_dict() for s in (*segments, new)]})
 
 

@@ -190,14 +190,28 @@ class Pipeline:
         self._queries = [q for q in self._queries if q.isActive] + [query]
         return query
 
-    def run_available_now(self, on_progress: Callable[[StreamingQuery], None] | None = None) -> None:
-        """Onboard every due tick, then generate every available interval, then return.
+    def run_available_now(
+        self,
+        on_progress: Callable[[StreamingQuery], None] | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        """Onboard every due tick, then generate every available interval, then return; ``say`` hears
+        which of the two is under way.
 
         A query that fails raises :class:`GenerationError` with the cause in one line (the full
         error is in the JSON log).
         """
+        if say is not None:
+            say("onboarding companies ...")
         _await(self.start_companies(True), None)
+        if say is not None:
+            say("generating events ...")
         _await(self.start_events(True), on_progress)
+
+    def written_until(self) -> datetime | None:
+        """The end of the last interval the tables hold (None: none yet)."""
+        until = self._ledger().written_until
+        return from_epoch(until) if until is not None else None
 
     def simulated_now(self) -> datetime | None:
         """The clock the queries follow, read now; None before they start, or with no pacing (``max``)."""

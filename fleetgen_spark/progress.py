@@ -10,22 +10,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from fleetgen_spark.clock import epoch_seconds, parse_instant
-
-__all__ = ["Progress", "intervals_done"]
-
-
-def intervals_done(query: Any, first: int, interval_s: int) -> int | None:
-    """Intervals generated so far by a fleetgen events query, from its last progress's end offset."""
-    last = query.lastProgress
-    if not last or not last.get("sources"):
-        return None
-    try:
-        offset = json.loads(last["sources"][0]["endOffset"])
-        done_to = epoch_seconds(parse_instant(offset["next"], "offset"))
-    except (TypeError, KeyError, ValueError):
-        return None
-    return max(0, (done_to - first) // interval_s)
+__all__ = ["Progress"]
 
 
 def _eta(seconds: float) -> str:
@@ -35,38 +20,36 @@ def _eta(seconds: float) -> str:
 
 
 class Progress:
-    """Intervals done of ``total``, events per second and time left, for one backfill."""
+    """Intervals done of ``total``, events per second and time left, for one backfill.
 
-    def __init__(
-        self,
-        total: int,
-        manifest: Path,
-        *,
-        interval_s: int,
-        first: int,
-        stream: TextIO | None = None,
-        every_s: float = 5.0,
-    ) -> None:
+    Read from ``batch_manifest.json``, which the events writer rewrites after every micro-batch (its
+    ``batch_count`` counts the intervals from the data directory's start, as ``total`` does): the
+    line moves with every micro-batch, and the last one, read at :meth:`close`, is the true end.
+    """
+
+    def __init__(self, total: int, manifest: Path, *, stream: TextIO | None = None, every_s: float = 5.0) -> None:
         self.total = total
         self.manifest = manifest
-        self.interval_s = interval_s
-        self.first = first
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s
         self.began = time.monotonic()
-        self.done = 0
-        self.events_before = self._events()
+        self.done, self.events_before = self._read()
         self.events = 0
-        self._printed = self.began
+        self._printed = self.began - every_s  # the first update prints at once
+        self._shown = (-1, -1)
         self.bar: tqdm[Any] | None = None
         if self.stream.isatty():
-            self.bar = tqdm(total=total, unit="interval", file=self.stream, dynamic_ncols=True, leave=True)
+            self.bar = tqdm(
+                total=total, initial=self.done, unit="interval", file=self.stream, dynamic_ncols=True, leave=True
+            )
 
-    def _events(self) -> int:
+    def _read(self) -> tuple[int, int]:
+        """(intervals written, events written) as the manifest says now."""
         try:
-            return int(json.loads(self.manifest.read_text()).get("total_events", 0))
+            data = json.loads(self.manifest.read_text())
+            return int(data.get("batch_count", 0)), int(data.get("total_events", 0))
         except (OSError, ValueError, AttributeError):
-            return 0
+            return 0, 0
 
     def rate(self) -> float:
         """Events generated per second by this run."""
@@ -84,20 +67,24 @@ class Progress:
             f"{self.rate():,.0f} events/s{left}"
         )
 
-    def update(self, query: Any) -> None:
-        """Called about once a second while the query runs."""
-        done = intervals_done(query, self.first, self.interval_s)
-        if done is not None and done != self.done:
-            self.done = min(done, self.total)
-            self.events = max(0, self._events() - self.events_before)
+    def update(self, query: Any = None) -> None:
+        """Called about once a second while the query runs (``query`` is not needed)."""
+        done, events = self._read()
+        self.done = min(done, self.total)
+        self.events = max(0, events - self.events_before)
         if self.bar is not None:
             self.bar.n = self.done
             self.bar.set_postfix_str(f"{self.events:,} events, {self.rate():,.0f} events/s", refresh=False)
             self.bar.refresh()
-        elif time.monotonic() - self._printed >= self.every_s:
+        elif (self.done, self.events) != self._shown and time.monotonic() - self._printed >= self.every_s:
+            # A line when something moved, at most every ``every_s``: a long micro-batch prints nothing new.
             self._printed = time.monotonic()
+            self._shown = (self.done, self.events)
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Show where the run really ended (the last micro-batch may land after the last update)."""
+        self._printed = float("-inf")
+        self.update()
         if self.bar is not None:
             self.bar.close()

@@ -228,29 +228,36 @@ def test_the_spark_ui_binds_to_the_host_or_is_off(capsys: pytest.CaptureFixture[
     assert os.environ["FLEETGEN_SPARK_UI"] == "off" and "SPARK_LOCAL_IP" not in os.environ
 
 
-class _Query:
-    """What Progress reads of a StreamingQuery: its last progress."""
-
-    def __init__(self, next_interval: str | None) -> None:
-        source = {"endOffset": json.dumps({"next": next_interval})}
-        self.lastProgress = {"sources": [source]} if next_interval else None
-
-
-def test_progress_without_a_terminal_is_a_plain_line_with_rate_and_time_left(tmp_path: Path) -> None:
+def test_progress_without_a_terminal_is_a_plain_line_per_micro_batch_with_rate_and_time_left(tmp_path: Path) -> None:
     import io
 
     manifest = tmp_path / "batch_manifest.json"
     stream = io.StringIO()
-    first = 1_762_560_000  # 2025-11-08T00:00:00Z
-    progress = Progress(24, manifest, interval_s=900, first=first, stream=stream, every_s=0)
-    progress.update(_Query(None))
-    manifest.write_text(json.dumps({"total_events": 480}))
-    progress.update(_Query("2025-11-08T02:00:00Z"))
-    progress.close()
+    progress = Progress(24, manifest, stream=stream, every_s=0)
+    progress.update()
+    progress.update()  # nothing moved: no line
+    manifest.write_text(json.dumps({"batch_count": 8, "total_events": 480}))
+    progress.update()
+    manifest.write_text(json.dumps({"batch_count": 24, "total_events": 1200}))
+    progress.close()  # the last micro-batch landed after the last update: close shows it
     lines = stream.getvalue().splitlines()
+    assert len(lines) == 3, lines
     assert lines[0].startswith("intervals 0/24 (0%), 0 events")
     assert lines[1].startswith("intervals 8/24 (33%), 480 events, ")
     assert "events/s" in lines[1] and "left" in lines[1]
+    assert lines[2].startswith("intervals 24/24 (100%), 1,200 events")
+
+
+def test_progress_counts_only_this_runs_events_and_starts_from_what_the_directory_holds(tmp_path: Path) -> None:
+    import io
+
+    manifest = tmp_path / "batch_manifest.json"
+    manifest.write_text(json.dumps({"batch_count": 8, "total_events": 480}))
+    stream = io.StringIO()
+    progress = Progress(24, manifest, stream=stream, every_s=0)
+    manifest.write_text(json.dumps({"batch_count": 16, "total_events": 1000}))
+    progress.close()
+    assert stream.getvalue().splitlines()[-1].startswith("intervals 16/24 (66%), 520 events")
 
 
 def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path) -> None:
@@ -262,13 +269,15 @@ def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path)
 
     manifest = tmp_path / "batch_manifest.json"
     stream = Terminal()
-    progress = Progress(24, manifest, interval_s=900, first=1_762_560_000, stream=stream)
-    manifest.write_text(json.dumps({"total_events": 480}))
-    progress.update(_Query("2025-11-08T02:00:00Z"))
-    progress.close()
+    progress = Progress(24, manifest, stream=stream)
+    manifest.write_text(json.dumps({"batch_count": 8, "total_events": 480}))
+    progress.update()
     last = stream.getvalue().split("\r")[-1]
     assert "8/24" in last and "33%" in last and "480 events" in last and "events/s" in last
     assert "<" in last  # tqdm's elapsed<remaining
+    manifest.write_text(json.dumps({"batch_count": 24, "total_events": 1200}))
+    progress.close()
+    assert "24/24" in stream.getvalue().split("\r")[-1]
 
 
 def test_events_now_on_a_new_directory_says_nothing_has_closed(
@@ -301,7 +310,8 @@ def test_a_successful_backfill_prints_only_our_lines_and_verbose_brings_sparks_b
     for noise in ("Traceback", "ERROR", "Exception", ":: resolving dependencies ::", "confs:", "WARN", "log4j"):
         assert noise not in output, f"{noise!r} in a quiet backfill's output:\n{output[-3000:]}"
     for line in quiet.stderr.splitlines():  # only our progress lines
-        assert line.startswith(("intervals ", "fleetgen: fetching the Delta Lake jars")), line
+        assert line.startswith(("intervals ", "fleetgen backfill: ", "fleetgen: fetching the Delta Lake jars")), line
+    assert "fleetgen backfill: starting Spark (local[*]) ..." in quiet.stderr  # the wait has a name
 
     end = "2025-11-08T07:00:00Z"
     verbose = _fleetgen(["backfill", *BACKFILL[:-1], end, "--data-dir", data, "--verbose"], tmp_path)
@@ -310,3 +320,32 @@ def test_a_successful_backfill_prints_only_our_lines_and_verbose_brings_sparks_b
     assert " WARN " in verbose.stderr  # Spark's own log, e.g. ResolveWriteToStream on every query start
     assert "[pipeline] query progress" in verbose.stderr  # and our INFO lines
     assert "Traceback" not in verbose.stdout + verbose.stderr
+
+
+@pytest.mark.slow
+def test_a_config_change_is_announced_and_a_range_already_held_has_nothing_to_generate(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "data")
+    start, end = "2025-11-08T00:00:00Z", "2025-11-08T02:00:00Z"
+    code, out, err = run_main(
+        ["backfill", "--config", "small", "--start", start, "--end", end, "--data-dir", data], capsys
+    )
+    assert code == 0, err
+    assert "config change" not in err  # the first run records the config; nothing changed
+    messy = tmp_path / "messy.yaml"
+    messy.write_text(
+        (Path(__file__).resolve().parent.parent / "conf" / "small.yaml").read_text() + "late_fraction: 0.2\n"
+    )
+    argv = ["backfill", "--config", str(messy), "--start", start, "--data-dir", data]
+    code, out, err = run_main([*argv, "--end", end], capsys)
+    assert code == 0, err
+    changes = [line for line in err.splitlines() if "config change recorded" in line]
+    assert len(changes) == 1, err
+    assert "late_fraction 0.0 -> 0.2, from 20251108T020000Z on; earlier ones keep their rows" in changes[0]
+    assert out.startswith("backfill: nothing to generate: ") and "8 intervals, " in out, out
+    code, out, err = run_main([*argv, "--end", "2025-11-08T03:00:00Z"], capsys)
+    assert code == 0 and "config change" not in err, err  # recorded once, not again
+    assert out.startswith("backfill done: 12 intervals"), out
+    late = spark.read.format("delta").load(f"{data}/delta/batches").filter("interval_start >= '2025-11-08T02:00:00Z'")
+    assert late.agg({"late_events": "sum"}).collect()[0][0] > 0  # the change governs the new intervals
