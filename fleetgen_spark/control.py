@@ -50,6 +50,8 @@ __all__ = [
 Command = Literal["pause", "resume"]
 # SIGTERM must end the process within 30 s: wait this long for a batch in flight, then cut it short.
 SHUTDOWN_GRACE_S = 15.0
+# How long a start waits for the companies query's first micro-batch before it starts the events.
+FIRST_COMPANIES_BATCH_S = 180.0
 _log = get_logger("service")  # same component as service.py: the controller logs as part of the service
 
 
@@ -364,11 +366,26 @@ class Controller:
                 query = self._queries.get(role)
                 if query is None or not query.isActive:
                     self._queries[role] = start()
+                    if role == "companies":
+                        self._await_first_batch(self._queries[role])
         except Exception as err:  # half a pipeline is worse than none: stop what did start
             self._stop_queries(0.0)
             cause = first_line(err)
             log_event(_log, "could not start the queries", logging.ERROR, error=cause)
             raise ServiceError(f"could not start the queries: {cause}", status_code=500) from err
+
+    def _await_first_batch(self, companies: StreamingQuery) -> None:
+        """Start the events after the companies query's first micro-batch, which MERGEs every tick that is
+        due: events never reach the tables before their companies (a first MERGE took 31 s on a busy
+        2-core machine, longer than the events writer waits). A shutdown does not wait for it."""
+        deadline = time.monotonic() + FIRST_COMPANIES_BATCH_S
+        while companies.isActive and companies.lastProgress is None and not self._hurry.is_set():
+            if time.monotonic() > deadline:
+                log_event(
+                    _log, "the companies query's first micro-batch is slow: starting the events anyway", logging.WARNING
+                )
+                return
+            time.sleep(0.2)
 
     def _stop_queries(self, grace_s: float | None = None) -> None:
         grace = self.stop_grace_s if grace_s is None else grace_s

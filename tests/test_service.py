@@ -461,6 +461,8 @@ def test_fleetgen_run_obeys_signals_and_sigterm_exits_within_30_s_in_every_state
     ]:
         assert expected in events
     _assert_no_traceback_but_the_runners(log.read_text())
+    # Every start MERGEs the companies that are due before the first events are written.
+    assert "events written before their companies" not in log.read_text()
 
 
 # -- who may change the service: token, Host, Origin ----------------------------------------------
