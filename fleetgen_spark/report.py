@@ -18,16 +18,20 @@ import pandas as pd
 
 from fleetgen_spark.config import DEFAULT_WEIGHTS, EVENT_TYPES, parse_duration
 from fleetgen_spark.shifts import type_shares
-from fleetgen_spark.stats import ALPHA, SHARE_SLACK, fraction_check, poisson_check, shares_check
+from fleetgen_spark.stats import ALPHA, SHARE_SLACK, PoissonResult, fraction_check, poisson_check, shares_check
 
 __all__ = [
     "Check",
     "Expected",
+    "PoissonView",
     "ReportInputs",
     "ReportResult",
     "build_checks",
+    "expected_shares",
     "interval_counts",
     "numbers",
+    "poisson_applies",
+    "poisson_view",
     "render_markdown",
     "write_report",
 ]
@@ -154,15 +158,49 @@ def interval_counts(inputs: ReportInputs) -> tuple[pd.DataFrame, str] | None:
     return frame.assign(observed=frame["event_count"].astype(int)), "batches.event_count"
 
 
-def _poisson_checks(inputs: ReportInputs) -> list[Check]:
-    panel = "events per interval"
+@dataclass(frozen=True)
+class PoissonView:
+    """The per-interval counts and, when the event model makes them Poisson, the test they face.
+
+    The checks and the figure both take this, so the figure draws a band (and residuals)
+    exactly when a check tests against it, and the band is the one the check used.
+    """
+
+    frame: pd.DataFrame  # interval_start, expected, observed, ...
+    source: str  # where the observed counts come from
+    result: PoissonResult | None  # None: the counts are not Poisson under this event model
+
+
+def poisson_applies(expected: Expected) -> bool:
+    """Whether counts per interval are Poisson under this event model (only independent events are)."""
+    return expected.event_model == "independent"
+
+
+def poisson_view(inputs: ReportInputs) -> PoissonView | None:
+    """The counts per interval and their Poisson test, or None without batches.
+
+    Under ``event_model: shift`` a driver emits only on duty, so an interval's count depends
+    on the hour of the day and on the shifts already under way: no Poisson test applies.
+    """
     found = interval_counts(inputs)
     if found is None:
-        return [Check(panel, "no intervals yet", "-", "-", "n/a")]
+        return None
     frame, source = found
-    if inputs.expected.event_model != "independent":
-        return [Check(panel, f"{int(frame['observed'].sum())} events", "-", "drivers emit only on duty", "n/a")]
-    res = poisson_check(frame["observed"].to_numpy(), frame["expected"].to_numpy())
+    if not poisson_applies(inputs.expected):
+        return PoissonView(frame, source, None)
+    return PoissonView(frame, source, poisson_check(frame["observed"].to_numpy(), frame["expected"].to_numpy()))
+
+
+def _poisson_checks(inputs: ReportInputs) -> list[Check]:
+    panel = "events per interval"
+    view = poisson_view(inputs)
+    if view is None:
+        return [Check(panel, "no intervals yet", "-", "-", "n/a")]
+    frame, source, res = view.frame, view.source, view.result
+    if res is None:
+        measured = f"{int(frame['observed'].sum())} events in {len(frame)} intervals"
+        model = inputs.expected.event_model
+        return [Check(panel, measured, "-", f"none: under event_model {model} drivers emit only on duty", "n/a")]
     mean = Check(
         f"{panel}: total",
         f"{res.observed_total} events in {res.intervals} intervals ({source})",
@@ -183,14 +221,22 @@ def _poisson_checks(inputs: ReportInputs) -> list[Check]:
     return [mean, spread]
 
 
+def expected_shares(expected: Expected) -> dict[str, float]:
+    """The event-type shares the check expects and the figure draws as "asked".
+
+    Independent events follow ``event_type_weights``; under the shift model starts and
+    stops alternate, so the weights mean shares of a shift (``shifts.type_shares``).
+    """
+    if expected.event_model == "shift":
+        return type_shares(expected.event_type_weights)
+    return dict(expected.event_type_weights)
+
+
 def _shares_check(inputs: ReportInputs) -> Check:
     panel = "event-type shares"
     if not inputs.event_types:
         return Check(panel, "no events yet", "-", "-", "n/a")
-    weights = inputs.expected.event_type_weights
-    if inputs.expected.event_model == "shift":  # starts and stops alternate: the weights mean shares of a shift
-        weights = type_shares(weights)
-    res = shares_check(inputs.event_types, weights)
+    res = shares_check(inputs.event_types, expected_shares(inputs.expected))
     measured = ", ".join(f"{n} {c / max(res.total, 1):.3f}" for n, c in res.counts.items())
     expected = ", ".join(f"{n} {w:g}" for n, w in res.weights.items())
     test = f"chi2 = {res.chi2:.1f}, df = {res.df}, p = {res.p:.3g}"
@@ -357,7 +403,9 @@ def render_markdown(inputs: ReportInputs, checks: Sequence[Check], png_name: str
         f"Seed {inputs.seed}, start {inputs.start}. Expected values come from the config recorded in "
         "manifests/dataset.md: "
         f"{exp.drivers_per_company} drivers per company, {exp.event_rate_per_driver:g} events per driver "
-        f"per interval of {exp.interval_s // 60} min, up to {exp.number_of_companies} companies.",
+        f"per interval of {exp.interval_s // 60} min"
+        + (" on duty (event model shift)" if exp.event_model == "shift" else "")
+        + f", up to {exp.number_of_companies} companies.",
         "",
         f"**{passed} passed, {failed} failed** (significance level {ALPHA:g}).",
         "",
