@@ -18,8 +18,8 @@ from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
 from fleetgen_spark.report import (
-    MAX_DRIVING_S,
-    MAX_ON_DUTY_S,
+    HOS_DRIVING_S,
+    HOS_ON_DUTY_S,
     Check,
     ReportInputs,
     expected_shares,
@@ -261,8 +261,9 @@ def _shifts(ax: Axes, inputs: ReportInputs) -> None:
     bins = [h / 2 for h in range(0, 33)]
     ax.hist(inputs.shifts["on_duty_s"] / 3600, bins=bins, color=OBSERVED, alpha=0.6, label="on duty")
     ax.hist(inputs.shifts["driving_s"] / 3600, bins=bins, color="#bf8700", alpha=0.6, label="driving")
-    ax.axvline(MAX_ON_DUTY_S / 3600, color=OBSERVED, ls="--", lw=1.2, label="14 h on-duty limit")
-    ax.axvline(MAX_DRIVING_S / 3600, color="#bf8700", ls="--", lw=1.2, label="11 h driving limit")
+    on_duty, driving = HOS_ON_DUTY_S / 3600, HOS_DRIVING_S / 3600  # the limits the check uses
+    ax.axvline(on_duty, color=OBSERVED, ls="--", lw=1.2, label=f"{on_duty:g} h on-duty limit")
+    ax.axvline(driving, color="#bf8700", ls="--", lw=1.2, label=f"{driving:g} h driving limit")
     ax.set_xlabel("hours per shift", fontsize=8)
     ax.set_ylabel("shifts", fontsize=8)
     ax.legend(fontsize=7)
