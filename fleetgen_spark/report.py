@@ -277,7 +277,8 @@ def _durations_check(inputs: ReportInputs) -> Check:
     ms = inputs.durations["duration_ms"].astype(float)
     intervals = inputs.durations["intervals"].astype(float)
     measured = (
-        f"{len(ms)} micro-batches: median {ms.median() / 1000:.2f} s, p95 {ms.quantile(0.95) / 1000:.2f} s, "
+        f"{len(ms)} micro-batch{'es' if len(ms) != 1 else ''}: median {ms.median() / 1000:.2f} s, "
+        f"p95 {ms.quantile(0.95) / 1000:.2f} s, "
         f"max {ms.max() / 1000:.2f} s"
     )
     per_interval = (ms.sum() / 1000) / max(intervals.sum(), 1)

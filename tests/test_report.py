@@ -269,8 +269,11 @@ def test_one_micro_batch_gets_a_time_axis_of_minutes_not_years() -> None:
     assert inputs.durations is not None and inputs.batches is not None
     inputs.durations = inputs.durations.iloc[:1]
     inputs.batches["generation_time"] = inputs.batches["generation_time"].iloc[0]
-    left, right = _panel(report_figure(inputs, build_checks(inputs)), "Micro-batch durations").get_xlim()
+    checks = build_checks(inputs)
+    left, right = _panel(report_figure(inputs, checks), "Micro-batch durations").get_xlim()
     assert 0 < (right - left) * 24 * 60 <= 5  # matplotlib dates are in days
+    (durations,) = [c for c in checks if c.panel == "micro-batch durations"]
+    assert durations.measured.startswith("1 micro-batch: median")
 
 
 def _shift_events(spark: SparkSession):  # type: ignore[no-untyped-def]
