@@ -50,6 +50,20 @@ def test_the_stream_snippet_shows_rows_and_stops_quietly_twice_in_one_folder(tmp
             assert "ERROR" not in line and "Exception" not in line, (run, line)
 
 
+def test_the_messy_window_exercise_runs_twice_with_the_same_counts(spark: SparkSession) -> None:
+    """Messy streams, exercise 1, pasted twice into one session: its memory sink has no checkpoint to trip on."""
+    from pyspark.sql import functions as F
+
+    block = next(b for b in re.findall(r"```python\n(.*?)```", _section("Messy streams"), re.DOTALL) if "windows" in b)
+    counts = []
+    for _ in range(2):
+        exec(compile(block, "README.md", "exec"), {"spark": spark, "F": F})
+        counts.append(
+            sorted(tuple(r) for r in spark.sql("SELECT window.start, max(count) FROM windows GROUP BY 1").collect())
+        )
+    assert counts[0] and counts[1] == counts[0]
+
+
 def test_validate_config_example_gives_one_clear_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("number_of_companies: 5\ndrivers_per_company: 0\nevent_rate_per_driver: 2\n"
