@@ -122,13 +122,14 @@ def _setting(args: argparse.Namespace, dest: str, env: str, default: str) -> tup
 
 def _resolve(args: argparse.Namespace) -> None:
     """Check every flag and environment variable this command reads, before any work."""
-    if hasattr(args, "port"):
-        args.port = parse_port(*_setting(args, "port", "FLEETGEN_PORT", str(DEFAULT_PORT)))
+    if hasattr(args, "host"):
+        if hasattr(args, "port"):  # the service and its clients, not the jobs
+            args.port = parse_port(*_setting(args, "port", "FLEETGEN_PORT", str(DEFAULT_PORT)))
+            _check_token(os.environ.get("FLEETGEN_API_TOKEN", ""))
         args.host = parse_host(*_setting(args, "host", "FLEETGEN_HOST", DEFAULT_HOST))
         args.data_dir, name = _setting(args, "data_dir", "FLEETGEN_DATA_DIR", "data")
         if not args.data_dir.strip():
             raise OptionError(f"{name} is empty: give a directory, e.g. --data-dir data")
-        _check_token(os.environ.get("FLEETGEN_API_TOKEN", ""))
     if hasattr(args, "spark_ui"):
         args.spark_ui = parse_switch(*_setting(args, "spark_ui", "FLEETGEN_SPARK_UI", "on"))
     if getattr(args, "speedup", None) is not None:
@@ -351,8 +352,13 @@ COMMANDS: dict[str, tuple[str, Handler, str]] = {
 def _shared(parser: argparse.ArgumentParser, kind: str) -> None:
     """Flags every command but validate-config takes; defaults come from the environment (checked later)."""
     parser.add_argument("--data-dir", default=None, help="data directory (default: $FLEETGEN_DATA_DIR or ./data)")
-    parser.add_argument("--host", default=None, help="control service host (default: $FLEETGEN_HOST or 127.0.0.1)")
-    parser.add_argument("--port", default=None, help="control service port 1..65535 (default: $FLEETGEN_PORT or 18000)")
+    if kind == SPARK:  # a job serves nothing: its --host is only where the Spark UI listens, and it has no --port
+        parser.add_argument("--host", default=None, help="the Spark UI's address (default: $FLEETGEN_HOST, 127.0.0.1)")
+    else:
+        parser.add_argument("--host", default=None, help="control service host (default: $FLEETGEN_HOST or 127.0.0.1)")
+        parser.add_argument(
+            "--port", default=None, help="control service port 1..65535 (default: $FLEETGEN_PORT or 18000)"
+        )
     if kind == CLIENT:
         parser.add_argument("--json", action="store_true", help="print the service's JSON answer")
         return

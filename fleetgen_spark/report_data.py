@@ -23,7 +23,7 @@ from fleetgen_spark.clock import iso
 from fleetgen_spark.dataset import Dataset, read_dataset
 from fleetgen_spark.exceptions import DataDirError, FleetGenError
 from fleetgen_spark.manifests import Layout
-from fleetgen_spark.report import OFF_DUTY_S, Expected, ReportInputs
+from fleetgen_spark.report import HOS_OFF_DUTY_S, Expected, ReportInputs
 from fleetgen_spark.tables import has_commits
 
 __all__ = ["TABLES", "asked", "check_data_dir", "read_durations", "read_inputs", "shift_summary"]
@@ -99,7 +99,7 @@ def _read_events(spark: SparkSession, layout: Layout, inputs: ReportInputs) -> N
 def shift_summary(events: DataFrame) -> pd.DataFrame:
     """One row per driver shift (driver_id, on_duty_s, driving_s, violations) of the shift event model.
 
-    A gap of ``OFF_DUTY_S`` or more while stopped separates two shifts. Driving
+    A gap of ``HOS_OFF_DUTY_S`` or more while stopped separates two shifts. Driving
     time runs from a ``start driving`` to the driver's next event; a violation is an event
     that breaks the duty cycle: ``start driving`` while driving, ``stopped driving`` while
     stopped, ``delivered`` while driving. The first event of a shift is not judged (the
@@ -117,7 +117,7 @@ def shift_summary(events: DataFrame) -> pd.DataFrame:
     )
     driving = F.col("state") == "start driving"
     # A long gap while driving is a long drive, not a rest: it does not end the shift.
-    new = F.col("gap").isNull() | ((F.col("gap") >= OFF_DUTY_S) & ~F.coalesce(driving, F.lit(False)))
+    new = F.col("gap").isNull() | ((F.col("gap") >= HOS_OFF_DUTY_S) & ~F.coalesce(driving, F.lit(False)))
     rows = rows.withColumn("new", new.cast("int")).withColumn(
         "shift", F.sum("new").over(by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     )

@@ -14,12 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
-from fleetgen_spark.report import MAX_DRIVING_S, MAX_ON_DUTY_S, Check, ReportInputs, interval_counts
-from fleetgen_spark.stats import poisson_band
+from fleetgen_spark.report import (
+    HOS_DRIVING_S,
+    HOS_ON_DUTY_S,
+    Check,
+    ReportInputs,
+    expected_shares,
+    poisson_applies,
+    poisson_view,
+)
 
-__all__ = ["draw_report", "panel_names"]
+__all__ = ["draw_report", "panel_names", "report_figure"]
 
 Panel = Callable[[Axes, ReportInputs], None]
 _REALISM = ("late share", "duplicate share", "bad-record share")
@@ -45,43 +53,72 @@ def _time_axis(ax: Axes) -> None:
 
 
 def _events_per_interval(ax: Axes, inputs: ReportInputs) -> None:
-    found = interval_counts(inputs)
-    if found is None:
+    view = poisson_view(inputs)
+    if view is None:
         _empty(ax, "delta/batches has no intervals yet")
         return
-    frame = found[0]
-    live = frame[frame["expected"] > 0]
-    if len(live) < len(frame):  # intervals before the first onboarding would squash the y axis
+    frame, res = view.frame, view.result
+    x = frame["interval_start"]
+    if res is None:  # not Poisson under this event model: no band, no expectation, as in the check
+        ax.plot(x, frame["observed"], "o", ms=2.5, color=OBSERVED, label="generated")
+        ax.text(
+            0.99,
+            0.97,
+            f"event_model {inputs.expected.event_model}: drivers emit only on duty,\nso no Poisson band is checked",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="#666666",
+        )
+        ax.set_ylabel("events", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylim(0, max(float(frame["observed"].max()), 1.0) * 1.3)  # room for the legend and the note
+        _time_axis(ax)
+        return
+    live = (frame["expected"] > 0).to_numpy()
+    if not live.all():  # intervals before the first onboarding would squash the y axis
         ax.text(
             0.01,
             0.02,
-            f"{len(frame) - len(live)} interval(s) before anyone was eligible not shown",
+            f"{int((~live).sum())} interval(s) before anyone was eligible not shown",
             transform=ax.transAxes,
             fontsize=7,
             color="#666666",
         )
-    frame = live if not live.empty else frame
-    bands = [poisson_band(float(m)) for m in frame["expected"]]
-    x = frame["interval_start"]
-    ax.fill_between(x, [b[0] for b in bands], [b[1] for b in bands], step="mid", color=BAND, label="99.9% band")
-    ax.step(x, frame["expected"], where="mid", color=EXPECTED, lw=1, ls="--", label="expected")
-    ax.plot(x, frame["observed"], "o", ms=2.5, color=OBSERVED, label="generated")
+    shown = live if live.any() else np.ones_like(live)
+    x = x[shown]
+    # The band the spread check counts, from the same result (stats.poisson_check).
+    ax.fill_between(x, res.lo[shown], res.hi[shown], step="mid", color=BAND, label="99.9% band")
+    ax.step(x, frame["expected"][shown], where="mid", color=EXPECTED, lw=1, ls="--", label="expected")
+    ax.plot(x, frame["observed"][shown], "o", ms=2.5, color=OBSERVED, label="generated")
     ax.set_ylabel("events", fontsize=8)
     ax.legend(fontsize=7, loc="upper left", ncols=3)
     ax.margins(y=0.25)
     _time_axis(ax)
 
 
+RESIDUAL_LIMIT = 4.5
+
+
 def _residuals(ax: Axes, inputs: ReportInputs) -> None:
-    found = interval_counts(inputs)
-    if found is None or not (found[0]["expected"] > 0).any():
+    view = poisson_view(inputs)
+    if view is None or not (view.frame["expected"] > 0).any():
         _empty(ax, "no interval with eligible companies yet")
         return
-    frame = found[0][found[0]["expected"] > 0]
+    frame = view.frame[view.frame["expected"] > 0]
     z = (frame["observed"] - frame["expected"]) / np.sqrt(frame["expected"])
-    ax.hist(z, bins=[x / 2 for x in range(-9, 10)], density=True, color=OBSERVED, alpha=0.7, label="generated")
-    grid = np.linspace(-4.5, 4.5, 200)
+    # Residuals beyond the axis go into its outer bins: an empty histogram would say nothing
+    # (and numpy's density of zero counts divides by zero).
+    clipped = np.clip(z, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
+    bins = [x / 2 for x in range(-9, 10)]
+    ax.hist(clipped, bins=bins, density=True, color=OBSERVED, alpha=0.7, label="generated")
+    grid = np.linspace(-RESIDUAL_LIMIT, RESIDUAL_LIMIT, 200)
     ax.plot(grid, np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi), color=EXPECTED, lw=1.2, label="N(0, 1)")
+    beyond = int((np.abs(z) > RESIDUAL_LIMIT).sum())
+    if beyond:
+        ax.text(0.01, 0.95, f"{beyond} beyond +-{RESIDUAL_LIMIT:g}, in the outer bins", transform=ax.transAxes,
+                fontsize=7, color="#cf222e", va="top")  # fmt: skip
     ax.set_xlabel("(observed - expected) / sqrt(expected)", fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=8)
@@ -91,18 +128,20 @@ def _shares(ax: Axes, inputs: ReportInputs) -> None:
     if not inputs.event_types:
         _empty(ax, "delta/driver_events has no events yet")
         return
-    weights = inputs.expected.event_type_weights
+    weights = expected_shares(inputs.expected)  # what the shares check expects
     names = list(weights) + sorted(set(inputs.event_types) - set(weights))
     total = sum(inputs.event_types.values())
     pos = np.arange(len(names))
     observed = [inputs.event_types.get(n, 0) / total for n in names]
-    ax.bar(pos - 0.2, [weights.get(n, 0.0) for n in names], 0.4, color="#bbbbbb", label="asked (weights)")
+    asked = "asked (weights)" if inputs.expected.event_model != "shift" else "asked (shift shares of the weights)"
+    ax.bar(pos - 0.2, [weights.get(n, 0.0) for n in names], 0.4, color="#bbbbbb", label=asked)
     ax.bar(pos + 0.2, observed, 0.4, color=OBSERVED, label="generated")
     for p, share in zip(pos, observed, strict=True):
         ax.text(p + 0.2, share, f"{share:.3f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(pos, names, fontsize=8)
     ax.set_ylabel("share of events", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, max([*observed, *weights.values()]) * 1.35)  # room for the legend above the bars
+    ax.legend(fontsize=7, loc="upper right")
     ax.tick_params(axis="y", labelsize=8)
 
 
@@ -136,12 +175,13 @@ def _durations(ax: Axes, inputs: ReportInputs) -> None:
         return
     seconds = logged["duration_ms"].astype(float) / 1000
     ax.plot(logged["timestamp"], seconds, "o", ms=4, color=OBSERVED, label="micro-batch work (logs)")
-    shown = [seconds]
+    shown, instants = [seconds], [logged["timestamp"]]
     if inputs.batches is not None and inputs.batches["generation_time"].nunique() > 1:
         commits = pd.Series(sorted(inputs.batches["generation_time"].unique()))
         gaps = commits.diff().dt.total_seconds()
         ax.plot(commits, gaps, "x", ms=4, color="#bf8700", label="time between commits (batches)")
         shown.append(gaps.dropna())
+        instants.append(commits)
     ax.axhline(float(seconds.median()), color=EXPECTED, lw=0.8, ls="--", label=f"median work {seconds.median():.2f} s")
     values = pd.concat(shown)
     if values.min() > 0 and values.max() / values.min() > 50:  # a pause or a slow start would flatten the rest
@@ -151,6 +191,21 @@ def _durations(ax: Axes, inputs: ReportInputs) -> None:
     ax.set_ylabel("seconds", fontsize=8)
     ax.legend(fontsize=7)
     _time_axis(ax)
+    _around_one_instant(ax, pd.concat(instants))
+
+
+def _around_one_instant(ax: Axes, times: pd.Series) -> None:
+    """Wall-clock times of one run: a date axis over a single instant spans matplotlib's default
+    of 4 years (one point on a 2025-2029 axis), so show a minute on each side; a run under a
+    day reads as hours, minutes and seconds (UTC)."""
+    stamps = pd.to_datetime(times.dropna(), utc=True)
+    if stamps.empty:
+        return
+    span = stamps.max() - stamps.min()
+    if span < pd.Timedelta(seconds=1):
+        ax.set_xlim(stamps.min() - pd.Timedelta(minutes=1), stamps.min() + pd.Timedelta(minutes=1))
+    if span < pd.Timedelta(days=1):
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))  # type: ignore[no-untyped-call]  # untyped in matplotlib
 
 
 def _discards(ax: Axes, inputs: ReportInputs) -> None:
@@ -206,8 +261,9 @@ def _shifts(ax: Axes, inputs: ReportInputs) -> None:
     bins = [h / 2 for h in range(0, 33)]
     ax.hist(inputs.shifts["on_duty_s"] / 3600, bins=bins, color=OBSERVED, alpha=0.6, label="on duty")
     ax.hist(inputs.shifts["driving_s"] / 3600, bins=bins, color="#bf8700", alpha=0.6, label="driving")
-    ax.axvline(MAX_ON_DUTY_S / 3600, color=OBSERVED, ls="--", lw=1.2, label="14 h on-duty limit")
-    ax.axvline(MAX_DRIVING_S / 3600, color="#bf8700", ls="--", lw=1.2, label="11 h driving limit")
+    on_duty, driving = HOS_ON_DUTY_S / 3600, HOS_DRIVING_S / 3600  # the limits the check uses
+    ax.axvline(on_duty, color=OBSERVED, ls="--", lw=1.2, label=f"{on_duty:g} h on-duty limit")
+    ax.axvline(driving, color="#bf8700", ls="--", lw=1.2, label=f"{driving:g} h driving limit")
     ax.set_xlabel("hours per shift", fontsize=8)
     ax.set_ylabel("shifts", fontsize=8)
     ax.legend(fontsize=7)
@@ -223,9 +279,15 @@ def _has_realism(inputs: ReportInputs) -> bool:
 
 def panel_names(inputs: ReportInputs) -> list[tuple[str, tuple[str, ...], Panel]]:
     """(title, the checks it shows (panel prefixes), drawer) of every panel this data directory gets, in order."""
-    panels: list[tuple[str, tuple[str, ...], Panel]] = [
-        ("Events per interval vs Poisson", ("events per interval",), _events_per_interval),
-        ("Are the counts Poisson? (residuals)", ("events per interval: spread",), _residuals),
+    panels: list[tuple[str, tuple[str, ...], Panel]] = []
+    if poisson_applies(inputs.expected):  # the panels of the Poisson checks, exactly when they run
+        panels += [
+            ("Events per interval vs Poisson", ("events per interval",), _events_per_interval),
+            ("Are the counts Poisson? (residuals)", ("events per interval: spread",), _residuals),
+        ]
+    else:
+        panels.append(("Events per interval (no Poisson check)", ("events per interval",), _events_per_interval))
+    panels += [
         ("Event-type shares vs weights", ("event-type shares",), _shares),
         ("Companies over time", ("companies over time",), _companies),
         ("Micro-batch durations", ("micro-batch durations",), _durations),
@@ -242,6 +304,13 @@ def panel_names(inputs: ReportInputs) -> list[tuple[str, tuple[str, ...], Panel]
 
 def draw_report(inputs: ReportInputs, checks: Sequence[Check], path: Path) -> int:
     """Draw every panel into one PNG at ``path``; return how many panels it has."""
+    fig = report_figure(inputs, checks)
+    fig.savefig(path, format="png")
+    return len(fig.axes)
+
+
+def report_figure(inputs: ReportInputs, checks: Sequence[Check]) -> Figure:
+    """The report's figure, one panel per check (see ``panel_names``), not yet saved."""
     panels = panel_names(inputs)
     cols = 3
     rows = math.ceil(len(panels) / cols)
@@ -260,5 +329,4 @@ def draw_report(inputs: ReportInputs, checks: Sequence[Check], path: Path) -> in
         color=_COLORS["FAIL"] if failed else "black",
     )
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    return len(fig.axes)
+    return fig

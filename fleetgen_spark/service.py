@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleetgen_spark import __version__
+from fleetgen_spark.api_docs import add_docs
 from fleetgen_spark.config import Config
 from fleetgen_spark.control import Controller, ServiceError, check_speedup
 from fleetgen_spark.exceptions import FleetGenError, OptionError
@@ -210,7 +211,11 @@ _DESCRIPTION = f"""Pause, resume and clean the fleetgen streaming queries of one
 
 def create_app(controller: Controller, token: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> FastAPI:
     """The REST API over a controller, answering only as ``host:port``; POST endpoints need the bearer ``token``."""
-    app = FastAPI(title="fleetgen control service", version=__version__, description=_DESCRIPTION)
+    # No /redoc: ReDoc comes only from a CDN (a blank page offline); /docs is served from the package.
+    app = FastAPI(
+        title="fleetgen control service", version=__version__, description=_DESCRIPTION, docs_url=None, redoc_url=None
+    )
+    add_docs(app)
     app.add_middleware(_SameOrigin, hosts=allowed_hosts(host, port), origins=allowed_origins(host, port))
     _install_error_handlers(app)
 

@@ -53,7 +53,7 @@ def _config_file(tmp_path: Path, **fields: object) -> str:
 BAD_INPUTS: list[tuple[list[str], dict[str, str], int, tuple[str, ...]]] = [
     (["status"], {"FLEETGEN_PORT": "abc"}, 1, ("FLEETGEN_PORT", "'abc'", "1 to 65535")),
     (["run"], {"FLEETGEN_PORT": "abc"}, 1, ("FLEETGEN_PORT", "1 to 65535")),
-    (["backfill", *BACKFILL], {"FLEETGEN_PORT": "0"}, 1, ("FLEETGEN_PORT", "1 to 65535")),
+    (["backfill", *BACKFILL], {"FLEETGEN_HOST": "a host"}, 1, ("FLEETGEN_HOST", "host name or IP")),
     (["status", "--port", "70000"], {}, 1, ("--port", "'70000'", "1 to 65535")),
     (["run", "--port", "70000"], {}, 1, ("--port", "1 to 65535")),
     (["logs", "--port", "-1"], {}, 1, ("--port", "1 to 65535")),
@@ -141,6 +141,27 @@ def test_validate_config_refuses_values_beyond_the_bounds(
     assert code == 1 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("fleetgen validate-config: error: ")
     assert all(word in err for word in words), err
+
+
+@pytest.mark.parametrize("command", ["backfill", "onboard", "events"])
+def test_a_job_lists_only_the_flags_it_uses(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    usage = capsys.readouterr().out
+    assert "--port" not in usage  # a job serves no API
+    assert "--host HOST the Spark UI's address" in " ".join(usage.split())
+    code, _, err = run_main([command, *(BACKFILL if command == "backfill" else []), "--port", "18001"], capsys)
+    assert code == 2 and "unrecognized arguments: --port" in err
+
+
+def test_a_job_does_not_read_the_service_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLEETGEN_PORT", "abc")
+    monkeypatch.setenv("FLEETGEN_API_TOKEN", "two words")
+    args = cli.build_parser().parse_args(["backfill", *BACKFILL])
+    cli._resolve(args)  # neither is checked: a backfill uses neither
+    assert not hasattr(args, "port")
 
 
 def test_validate_config_does_not_read_the_service_variables(

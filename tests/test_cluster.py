@@ -352,3 +352,25 @@ def test_dockerfile_installs_like_the_makefile() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\S+", dockerfile, re.M), "the image must run as a non-root user"
     assert "openjdk-17" in dockerfile or "temurin:17" in dockerfile
+
+
+def _make_n(target: str, venv: Path) -> list[str]:
+    """The commands ``make TARGET`` would run (make -n), for a virtual environment at ``venv``."""
+    out = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [" ".join(line.split()) for line in out.stdout.splitlines()]
+
+
+def test_make_run_installs_only_what_running_needs_and_make_test_the_dev_extras(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    run = _make_n("run", venv)
+    assert f"{venv}/bin/python -m pip install --quiet -e ." in run, run
+    assert not [line for line in run if "[dev]" in line], run  # about 1 GB that running does not use
+    assert f"{venv}/bin/python -m pip install --quiet -e '.[dev]'" in _make_n("test", venv)
+    # Once the dev extras are in, `make run` installs nothing; after `make run`, `make test` adds them.
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    (venv / ".installed-run").touch()
+    assert not [line for line in _make_n("run", venv) if "pip install" in line]
+    assert [line for line in _make_n("install", venv) if "[dev]" in line]
+    (venv / ".installed-dev").touch()
+    assert not [line for line in _make_n("test", venv) if "pip install" in line]

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib import image
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from pyspark.sql import SparkSession
 
 from fleetgen_spark import load_config
@@ -20,8 +22,16 @@ from fleetgen_spark.cli import main
 from fleetgen_spark.logs import configure_logging
 from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.report import Expected, ReportInputs, build_checks, render_markdown, write_report
+from fleetgen_spark.report import (
+    Expected,
+    ReportInputs,
+    build_checks,
+    poisson_view,
+    render_markdown,
+    write_report,
+)
 from fleetgen_spark.report_data import read_inputs, shift_summary
+from fleetgen_spark.report_plot import panel_names, report_figure
 from fleetgen_spark.stats import ALPHA, chi2_sf, fraction_check, poisson_band, poisson_check, shares_check
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
@@ -190,6 +200,82 @@ def test_weights_recorded_differently_make_the_report_say_fail() -> None:
     assert "**4 passed, 1 failed**" in text
 
 
+# --- the figure draws what the checks check (no Spark) ---
+
+
+def _panel(fig: Figure, title: str) -> Axes:
+    (ax,) = [ax for ax in fig.axes if ax.get_title(loc="left").startswith(title)]
+    return ax
+
+
+def _labelled(ax: Axes) -> set[str]:
+    return {a.get_label() for a in [*ax.lines, *ax.collections, *ax.containers]}
+
+
+def _asked_bars(fig: Figure) -> list[float]:
+    ax = _panel(fig, "Event-type shares")
+    (asked,) = [c for c in ax.containers if str(c.get_label()).startswith("asked")]
+    return [float(bar.get_height()) for bar in asked.patches]
+
+
+def _expected_column(markdown: str, panel: str) -> str:
+    (row,) = [line for line in markdown.splitlines() if line.startswith(f"| {panel} |")]
+    return row.split("|")[3].strip()
+
+
+def _shares_in(text: str) -> list[float]:
+    return [float(part.rsplit(" ", 1)[1]) for part in text.split(", ")]
+
+
+def test_the_figure_draws_the_band_the_spread_check_counts(tmp_path: Path) -> None:
+    inputs = _synthetic(_expected())
+    view = poisson_view(inputs)
+    assert view is not None and view.result is not None
+    fig = report_figure(inputs, build_checks(inputs))
+    ax = _panel(fig, "Events per interval vs Poisson")
+    (band,) = [c for c in ax.collections if c.get_label() == "99.9% band"]
+    live = (view.frame["expected"] > 0).to_numpy()
+    drawn = {float(y) for path in band.get_paths() for y in path.vertices[:, 1]}
+    assert drawn <= set(view.result.lo[live]) | set(view.result.hi[live])
+    assert max(drawn) == view.result.hi[live].max() and min(drawn) == view.result.lo[live].min()
+    markdown = render_markdown(inputs, build_checks(inputs))
+    assert _asked_bars(fig) == pytest.approx(_shares_in(_expected_column(markdown, "event-type shares")))
+    assert _asked_bars(fig) == pytest.approx([0.40, 0.35, 0.25])
+
+
+def test_residuals_far_outside_the_axis_still_show_and_warn_nothing(tmp_path: Path) -> None:
+    inputs = _synthetic(_expected())
+    assert inputs.batches is not None
+    inputs.batches["event_count"] = inputs.batches["event_count"] // 4  # every residual far below -4.5
+    fig = report_figure(inputs, build_checks(inputs))  # warnings are errors in these tests
+    ax = _panel(fig, "Are the counts Poisson?")
+    assert sum(bar.get_height() for bar in ax.patches) > 0
+    assert "beyond" in " ".join(t.get_text() for t in ax.texts)
+
+
+def test_under_the_shift_model_the_figure_has_no_poisson_band_and_asks_the_shift_shares() -> None:
+    inputs = _synthetic(_expected(event_model="shift"))
+    checks = build_checks(inputs)
+    markdown = render_markdown(inputs, checks)
+    fig = report_figure(inputs, checks)
+    assert not any(ax.get_title(loc="left").startswith("Are the counts Poisson") for ax in fig.axes)
+    assert _labelled(_panel(fig, "Events per interval")) & {"99.9% band", "expected"} == set()
+    assert _asked_bars(fig) == pytest.approx(_shares_in(_expected_column(markdown, "event-type shares")))
+    assert _asked_bars(fig) == pytest.approx([0.375, 0.375, 0.25])
+
+
+def test_one_micro_batch_gets_a_time_axis_of_minutes_not_years() -> None:
+    inputs = _synthetic(_expected())
+    assert inputs.durations is not None and inputs.batches is not None
+    inputs.durations = inputs.durations.iloc[:1]
+    inputs.batches["generation_time"] = inputs.batches["generation_time"].iloc[0]
+    checks = build_checks(inputs)
+    left, right = _panel(report_figure(inputs, checks), "Micro-batch durations").get_xlim()
+    assert 0 < (right - left) * 24 * 60 <= 5  # matplotlib dates are in days
+    (durations,) = [c for c in checks if c.panel == "micro-batch durations"]
+    assert durations.measured.startswith("1 micro-batch: median")
+
+
 def _shift_events(spark: SparkSession):  # type: ignore[no-untyped-def]
     """Driver A keeps the hours of service over two shifts; driver B drives too long and starts twice."""
     day = START.replace(tzinfo=None)
@@ -228,7 +314,7 @@ def test_shift_lengths_against_the_hours_of_service(spark: SparkSession, tmp_pat
     inputs.shifts = frame[frame["driver_id"] == "A"]
     (check,) = [c for c in build_checks(inputs) if c.panel == "shift lengths"]
     assert check.result == "PASS"
-    assert write_report(inputs, tmp_path).panels == 7
+    assert write_report(inputs, tmp_path).panels == 6  # shift lengths in, Poisson residuals out
 
 
 # --- a real backfill, then the report read through Spark ---
@@ -363,3 +449,51 @@ def test_a_directory_with_nothing_to_report_is_refused_in_one_line(
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleetgen report: error: ") and says in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+@pytest.mark.slow
+def test_a_living_report_says_in_its_figure_what_report_md_says(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The living preset (churn and shifts): every panel is the check of report.md, nothing on stderr."""
+    data_dir = tmp_path / "living"
+    configure_logging(data_dir, stderr=False)
+    try:
+        config = load_config("living")
+        end = START + timedelta(hours=12)
+        Pipeline(
+            spark, Layout(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=64
+        ).run_available_now()  # one micro-batch: one point on the durations panel
+    finally:
+        configure_logging(None, stderr=False)
+    out = tmp_path / "out"
+    assert main(["report", "--data-dir", str(data_dir), "--out", str(out), "--master", "local[2]"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "", captured.err  # warnings are errors in tests, and none reached stderr
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in markdown.splitlines() if line.startswith("| ")]
+    results = {row[0]: row[-1] for row in rows[1:] if len(row) == 5}  # rows[0] is the header
+    assert results["events per interval"] == "n/a" and results["event-type shares"] == "PASS"
+    assert results["shift lengths"] == "PASS"
+
+    inputs = read_inputs(spark, Layout(data_dir), progress=lambda _: None)
+    checks = build_checks(inputs)
+    assert {c.panel: c.result for c in checks} == results
+    fig = report_figure(inputs, checks)
+    panels = panel_names(inputs)
+    assert len(fig.axes) == len(panels) and f"({len(panels)} panels)" in captured.out
+    # Every verdict of report.md has its panel, whose title carries the same verdict.
+    for panel, result in results.items():
+        if result in ("PASS", "FAIL"):
+            (title,) = [t for t, prefixes, _ in panels if panel.startswith(prefixes)]
+            assert _panel(fig, title).get_title(loc="left").endswith(result), (panel, title)
+    passed, failed = sum(r == "PASS" for r in results.values()), sum(r == "FAIL" for r in results.values())
+    assert f"**{passed} passed, {failed} failed**" in markdown
+    assert f"({passed} passed, {failed} failed)" in str(fig.get_suptitle())
+    # No Poisson band where no Poisson check runs; the asked shares are the ones the check used.
+    assert not any(ax.get_title(loc="left").startswith("Are the counts Poisson") for ax in fig.axes)
+    assert _labelled(_panel(fig, "Events per interval")) & {"99.9% band", "expected"} == set()
+    assert _asked_bars(fig) == pytest.approx(_shares_in(_expected_column(markdown, "event-type shares")))
+    assert _asked_bars(fig) == pytest.approx([0.375, 0.375, 0.25])
+    left, right = _panel(fig, "Micro-batch durations").get_xlim()
+    assert (right - left) * 24 * 60 <= 60  # one run's minutes, not a 2025-2029 axis

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -308,7 +309,19 @@ def test_docs_and_openapi_are_served(paused: tuple[Service, httpx.Client]) -> No
     _, client = paused
     spec = client.get("/openapi.json").json()
     assert {"/health", "/pause", "/resume", "/clean", "/logs"} <= spec["paths"].keys()
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    # Swagger UI comes from the service itself, not a CDN: the page works offline.
+    links = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(links) == 3 and all(link.startswith("/docs/") for link in links), links
+    assert "cdn." not in page.text and "'/openapi.json'" in page.text
+    for link in links:
+        asset = client.get(link)
+        assert asset.status_code == 200 and len(asset.content) > 500, link
+    script = client.get("/docs/swagger-ui-bundle.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert client.get("/docs/swagger-ui-bundle.js", params={"file": "/etc/passwd"}).content == script.content
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN
 
 
 _PATHS = st.sampled_from(["/health", "/pause", "/resume", "/clean", "/logs", "/docs", "/openapi.json"]) | st.text(
