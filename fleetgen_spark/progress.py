@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -40,7 +40,7 @@ class Progress:
     def __init__(
         self,
         total: int,
-        manifest: Path,
+        events: Callable[[], int],
         *,
         interval_s: int,
         first: int,
@@ -48,7 +48,7 @@ class Progress:
         every_s: float = 5.0,
     ) -> None:
         self.total = total
-        self.manifest = manifest
+        self.total_events = events  # the events the tables hold (batch_manifest.json)
         self.interval_s = interval_s
         self.first = first
         self.stream = stream if stream is not None else sys.stderr
@@ -64,7 +64,7 @@ class Progress:
 
     def _events(self) -> int:
         try:
-            return int(json.loads(self.manifest.read_text()).get("total_events", 0))
+            return int(self.total_events())
         except (OSError, ValueError, AttributeError):
             return 0
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pyspark.sql import SparkSession
 
 import fleetgen_spark
 from fleetgen_spark import cli
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.progress import Progress
 
 # Variables the CLI reads or sets; each test starts without them and leaves none behind.
@@ -64,6 +66,9 @@ BAD_INPUTS: list[tuple[list[str], dict[str, str], int, tuple[str, ...]]] = [
     (["backfill", *BACKFILL], {"FLEETGEN_SPARK_UI": "maybe"}, 1, ("FLEETGEN_SPARK_UI", "on or off")),
     (["backfill", *BACKFILL, "--spark-ui", "perhaps"], {}, 1, ("--spark-ui", "on or off")),
     (["logs", "--limit", "0"], {}, 1, ("--limit", "1 to 1,000")),
+    (["backfill", *BACKFILL, "--conf", "novalue"], {}, 1, ("--conf 'novalue'", "KEY=VALUE")),
+    (["backfill", *BACKFILL, "--data-dir", "gs://b/x"], {}, 1, ("'gs://b/x'", "not supported", "s3a://bucket/prefix")),
+    (["run", "--data-dir", "dbfs:/x"], {}, 1, ("'dbfs:/x'", "not supported", "hdfs://host:port/path")),
     (["logs", "--limit", "many"], {}, 1, ("--limit",)),
     (["backfill", *BACKFILL, "--max-intervals-per-trigger", "0"], {}, 1, ("--max-intervals-per-trigger", "1 to")),
     (["events", "--now", "--speedup", "max"], {}, 1, ("--speedup max", "backfill")),
@@ -236,13 +241,17 @@ class _Query:
         self.lastProgress = {"sources": [source]} if next_interval else None
 
 
+def _events(manifest: Path) -> Callable[[], int]:
+    return lambda: int(read_json(manifest).get("total_events", 0))
+
+
 def test_progress_without_a_terminal_is_a_plain_line_with_rate_and_time_left(tmp_path: Path) -> None:
     import io
 
     manifest = tmp_path / "batch_manifest.json"
     stream = io.StringIO()
     first = 1_762_560_000  # 2025-11-08T00:00:00Z
-    progress = Progress(24, manifest, interval_s=900, first=first, stream=stream, every_s=0)
+    progress = Progress(24, _events(manifest), interval_s=900, first=first, stream=stream, every_s=0)
     progress.update(_Query(None))
     manifest.write_text(json.dumps({"total_events": 480}))
     progress.update(_Query("2025-11-08T02:00:00Z"))
@@ -262,7 +271,7 @@ def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path)
 
     manifest = tmp_path / "batch_manifest.json"
     stream = Terminal()
-    progress = Progress(24, manifest, interval_s=900, first=1_762_560_000, stream=stream)
+    progress = Progress(24, _events(manifest), interval_s=900, first=1_762_560_000, stream=stream)
     manifest.write_text(json.dumps({"total_events": 480}))
     progress.update(_Query("2025-11-08T02:00:00Z"))
     progress.close()
