@@ -39,7 +39,7 @@ __all__ = [
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
 # Hadoop's S3A client for pyspark's bundled Hadoop 3.5.0, and the AWS SDK v2 modules it calls, without
 # their transitive Hadoop, Netty, SLF4J and HTTP-client jars (pyspark ships those) and without the 686 MB
-# SDK `bundle` jar that hadoop-aws's POM names: 39 jars, 12 MB. Versions as measured together.
+# SDK `bundle` jar that hadoop-aws's POM names: 36 jars, 13 MB. Versions as measured together.
 S3A_PACKAGES = (
     "org.apache.hadoop:hadoop-aws:3.5.0",
     "software.amazon.awssdk:s3:2.35.4",
@@ -77,7 +77,7 @@ def delta_jars() -> list[str] | None:
     falls back to ``spark.jars.packages`` and Spark says what went wrong.
     """
     folder = _jar_cache() / DELTA_PACKAGE.replace(":", "_")
-    module = _ivy_module([DELTA_PACKAGE], ())
+    module = _ivy_module([DELTA_PACKAGE])
     if not (folder / ".complete").is_file() and not _resolve_with_ivy(
         folder, module, f"the Delta Lake jars ({DELTA_PACKAGE})"
     ):
@@ -92,7 +92,7 @@ def s3a_jars() -> list[str] | None:
     """Hadoop's S3A client and the AWS SDK modules it needs (:data:`S3A_PACKAGES`), resolved once and cached
     like :func:`delta_jars`; None when they cannot be fetched (Spark then says ``No FileSystem for scheme "s3a"``)."""
     folder = _jar_cache() / "s3a_hadoop-aws-3.5.0-2"
-    module = _ivy_module(S3A_PACKAGES, _S3A_EXCLUDED)
+    module = _ivy_module(S3A_PACKAGES, _S3A_EXCLUDED, alone=S3A_PACKAGES[:1])
     if not (folder / ".complete").is_file() and not _resolve_with_ivy(folder, module, "Hadoop's S3A jars"):
         return None
     return sorted(str(p) for p in folder.glob("*.jar"))
@@ -102,15 +102,14 @@ def _jar_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fleetgen" / "jars"
 
 
-def _ivy_module(packages: Iterable[str], excluded: Iterable[str]) -> str:
-    """An ivy.xml asking for ``packages`` (the first of several without its own dependencies: hadoop-aws's
+def _ivy_module(packages: Iterable[str], excluded: Iterable[str] = (), alone: Iterable[str] = ()) -> str:
+    """An ivy.xml asking for ``packages`` (those in ``alone`` without their own dependencies: hadoop-aws's
     are pyspark's Hadoop and the SDK bundle), each without the ``excluded`` organisations."""
-    packages = list(packages)
     excludes = "".join(f'<exclude org="{org}"/>' for org in excluded)
     lines = []
-    for number, package in enumerate(packages):
+    for package in packages:
         org, name, rev = package.split(":")
-        transitive = "false" if number == 0 and len(packages) > 1 else "true"
+        transitive = "false" if package in set(alone) else "true"
         lines.append(
             f'<dependency org="{org}" name="{name}" rev="{rev}" transitive="{transitive}" '
             f'conf="default->default">{excludes}</dependency>'
