@@ -109,3 +109,54 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# HDFS for the storage tests: Hadoop's own mini cluster (a namenode and a datanode in one JVM, about
+# 16 s to start alone, 300 MB of memory), from Maven Central like the Delta jars. It needs JUnit's
+# Assertions class at run time, which its POM does not name.
+HDFS_PACKAGES = ("org.apache.hadoop:hadoop-client-minicluster:3.5.0", "org.junit.jupiter:junit-jupiter-api:5.10.2")
+
+
+@dataclass(frozen=True)
+class HdfsServer:
+    namenode: str  # hdfs://127.0.0.1:PORT
+    http: str  # the namenode's WebHDFS address, 127.0.0.1:PORT
+
+    def conf(self) -> dict[str, str]:
+        return {"spark.hadoop.dfs.namenode.http-address": self.http}
+
+
+@pytest.fixture(scope="session")
+def hdfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsServer]:
+    """An HDFS mini cluster on loopback ports for the test session, then stopped."""
+    from fleetgen_spark import session as spark_session_module
+
+    folder = spark_session_module._jar_cache() / "hdfs-minicluster-3.5.0"
+    module = spark_session_module._ivy_module(HDFS_PACKAGES)
+    if not (folder / ".complete").is_file():
+        assert spark_session_module._resolve_with_ivy(folder, module, "the HDFS mini cluster jars"), "no jars"
+    work = tmp_path_factory.mktemp("hdfs")
+    details = work / "details.json"
+    rpc, http = free_port(), free_port()
+    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    command = [
+        java, "-Xmx512m", "-cp", f"{folder}/*", "org.apache.hadoop.test.MiniDFSClusterManager",
+        "-format", "-datanodes", "1", "-nnport", str(rpc), "-httpport", str(http),
+        "-writeDetails", str(details),
+    ]  # fmt: skip
+    with open(work / "cluster.log", "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.PIPE, cwd=work)
+    try:
+        deadline = time.monotonic() + 240
+        while not (details.is_file() and details.stat().st_size):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the HDFS mini cluster did not start: {(work / 'cluster.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield HdfsServer(f"hdfs://127.0.0.1:{rpc}", f"127.0.0.1:{http}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)

@@ -16,7 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import S3Server
+from conftest import HdfsServer, S3Server
+from pyspark.sql import SparkSession
+from test_exactly_once import _assert_equal_to, _backfill, _rows
 
 from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.datadir import DataDir
@@ -130,3 +132,61 @@ def test_a_clean_on_s3_killed_after_its_commit_is_finished_by_the_next_writer(s3
     removed = clean_data_dir(data_dir, {"paused": True, "status": "paused"}, "kept-token")
     assert removed == ["manifests"] and data_dir.read_token() == "kept-token"
     assert data_dir.names("") == [".fleetgen.lock", "manifests"]
+
+
+@pytest.fixture(scope="module")
+def local_reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> DataDir:
+    """An uninterrupted local backfill of three hours."""
+    return _backfill(spark, tmp_path_factory.mktemp("local"), 3, max_intervals_per_trigger=4).layout
+
+
+def test_a_backfill_on_s3a_equals_a_local_one_even_with_its_checkpoints_deleted(
+    spark: SparkSession, s3_server: S3Server, local_reference: DataDir
+) -> None:
+    bucket = _bucket()
+    conf = s3_server.use(spark, bucket)
+    data_dir = DataDir(f"s3a://{bucket}/fleet", conf)
+    try:
+        _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)
+        assert data_dir.names("checkpoints") == ["companies", "driver_events"]
+        data_dir.delete_tree("checkpoints")
+        assert data_dir.names("checkpoints") == []
+        _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)  # the same command again: nothing to add
+        _backfill(spark, data_dir, 3, max_intervals_per_trigger=2)  # and on to the end
+    finally:
+        release(data_dir)
+    _assert_equal_to(spark, data_dir, local_reference)
+    assert _rows(spark, data_dir, "companies_history") == _rows(spark, local_reference, "companies_history")
+    assert data_dir.read_manifest().batch_count == 12  # three hours of 15-minute intervals
+
+
+def test_a_backfill_on_hdfs_equals_a_local_one_even_with_its_checkpoints_deleted(
+    spark: SparkSession, hdfs_server: HdfsServer, local_reference: DataDir
+) -> None:
+    data_dir = DataDir(f"{hdfs_server.namenode}/fleet-{uuid.uuid4().hex[:8]}", hdfs_server.conf())
+    try:
+        _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)
+        hold(data_dir, "test")  # re-entrant: still ours
+        data_dir.delete_tree("checkpoints")
+        assert data_dir.names("checkpoints") == []
+        _backfill(spark, data_dir, 3, max_intervals_per_trigger=2)
+    finally:
+        release(data_dir)
+    _assert_equal_to(spark, data_dir, local_reference)
+    assert _rows(spark, data_dir, "companies_history") == _rows(spark, local_reference, "companies_history")
+    assert data_dir.read_manifest().batch_count == 12
+    assert data_dir.storage.read_bytes(LEASE) is None and data_dir.is_fleetgen_dir()
+
+
+def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
+    data_dir = DataDir(f"{hdfs_server.namenode}/files-{uuid.uuid4().hex[:8]}", hdfs_server.conf())
+    data_dir.update_state(paused=True)
+    assert data_dir.read_state().paused is True
+    assert data_dir.storage.create("x", b"1") and not data_dir.storage.create("x", b"2")
+    hold(data_dir, "fleetgen run")
+    try:
+        refused = _hold_in_a_child(data_dir, "fleetgen backfill")
+    finally:
+        release(data_dir)
+    assert refused.returncode == 1 and f"is in use by pid {os.getpid()} (fleetgen run) on " in refused.stderr
+    data_dir.delete_tree("")
