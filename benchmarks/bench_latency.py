@@ -43,7 +43,7 @@ from report import render_results
 
 import fleetgen_spark
 from fleetgen_spark.config import load_config
-from fleetgen_spark.manifests import Layout
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.pipeline import Pipeline
 
 START = datetime(2025, 11, 8, 0, 0, tzinfo=timezone.utc)
@@ -81,7 +81,7 @@ def live_latency(
 
     with tempfile.TemporaryDirectory(prefix=f"fleetgen-latency-{preset}-") as tmp:
         pipeline = Pipeline(
-            spark, Layout(Path(tmp)), config, speedup="max", start=START, end=end, max_intervals_per_trigger=1
+            spark, DataDir(Path(tmp)), config, speedup="max", start=START, end=end, max_intervals_per_trigger=1
         )
         began = time.perf_counter()
         pipeline.run_available_now(on_progress=keep)

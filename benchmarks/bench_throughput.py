@@ -54,7 +54,8 @@ from rivals import CachedBatchDataSource, Workload, dbldatagen_events, sql_event
 
 import fleetgen_spark
 from fleetgen_spark.config import load_config
-from fleetgen_spark.manifests import Layout, read_json
+from fleetgen_spark.datadir import DataDir
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.pipeline import Pipeline
 
 GENERATORS = (
@@ -147,7 +148,7 @@ class Bench:
         config = load_config("scaling", **w.config_overrides())
         pipeline = Pipeline(
             self.spark,
-            Layout(data_dir),
+            DataDir(data_dir),
             config,
             speedup="max",
             start=w.start,
@@ -169,7 +170,7 @@ class Bench:
             if name.startswith("fleetgen_events")
             for p in q.recentProgress
         )
-        manifest = read_json(Layout(data_dir).batch_manifest)
+        manifest = read_json(DataDir(data_dir).batch_manifest)
         shutil.rmtree(data_dir, ignore_errors=True)
         extra = {"events_query_s": events_s} if events_s else {}
         extra["pipeline_s"] = total

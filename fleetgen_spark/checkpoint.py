@@ -8,27 +8,27 @@ range the source was asked for, empty intervals included.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from fleetgen_spark.clock import epoch_seconds, parse_instant
+from fleetgen_spark.datadir import DataDir
 
 __all__ = ["epoch_range", "offset"]
 
 
-def offset(checkpoint: Path, epoch: int) -> dict[str, Any]:
-    """Our source's end offset of ``epoch``, from the checkpoint's offset log."""
-    lines = (checkpoint / "offsets" / str(epoch)).read_text(encoding="utf-8").splitlines()
+def offset(data_dir: DataDir, query: str, epoch: int) -> dict[str, Any]:
+    """Our source's end offset of ``epoch``, from the offset log of ``query``'s checkpoint."""
+    lines = data_dir.checkpoint_offset_lines(query, epoch)
     return dict(json.loads(lines[2]))
 
 
-def epoch_range(checkpoint: Path, epoch: int) -> tuple[int, int]:
+def epoch_range(data_dir: DataDir, query: str, epoch: int) -> tuple[int, int]:
     """The ``[from, to)`` epoch seconds a micro-batch covers.
 
     The first micro-batch of a query starts at its initial offset, which Spark does not log: the
     offsets carry it as ``from`` (older checkpoints, without it, began at the simulation ``start``).
     """
-    end = offset(checkpoint, epoch)
+    end = offset(data_dir, query, epoch)
     first = end.get("from", end["start"])
-    previous = offset(checkpoint, epoch - 1)["next"] if epoch > 0 else first
+    previous = offset(data_dir, query, epoch - 1)["next"] if epoch > 0 else first
     return epoch_seconds(parse_instant(previous, "offset")), epoch_seconds(parse_instant(end["next"], "offset"))

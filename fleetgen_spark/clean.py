@@ -1,7 +1,10 @@
 """Removing a data directory's dataset so that it cannot half-happen: only what fleetgen made, never a symlink.
 
+:meth:`fleetgen_spark.datadir.DataDir` hands a clean here; a local folder is cleaned with renames (below),
+object storage and HDFS with a commit marker (see "Without rename" at the end of this docstring).
+
 ``POST /clean`` removes ``delta/``, ``checkpoints/`` and ``manifests/`` of a fleetgen data directory (one
-holding ``.fleetgen.lock``, :attr:`Layout.lock_path`) and writes a new ``manifests/`` holding only what the
+holding ``.fleetgen.lock``, :attr:`DataDir.lock_path`) and writes a new ``manifests/`` holding only what the
 service keeps (the paused flag, its token).
 
 Why a SIGKILL at any point leaves the old dataset or none, never half of one:
@@ -23,6 +26,17 @@ outside the data directory is touched; a data directory whose ``delta``, ``check
 symlink (or not a folder) is refused before anything changes. No fsync: the promise is about a killed process;
 after a power loss the file system's own journal decides which rename survived, which is still one of the
 states above.
+
+Without rename (``s3a://``, ``hdfs://``; an object store cannot rename a folder):
+
+1. The new manifests are written under ``.clean-ID.new/manifests/``; a staging folder without its commit
+   marker is deleted by the next writer, and the old dataset stays.
+2. **Commit**: the object ``.clean-ID.commit`` is created. From here on the clean is decided.
+3. ``delta/``, ``checkpoints/`` and ``manifests/`` are deleted, the staged files copied into ``manifests/``,
+   then the marker deleted, then the staging folder. Each step repeats safely: the next writer that finds a
+   marker does steps 3 again (the staged files are still there, as the marker is deleted before them), so a
+   kill leaves the old dataset, or, once the next writer has started, none. Between the kill and that start
+   a reader may see a half-deleted dataset: on object storage "never half" holds from the next writer on.
 """
 
 from __future__ import annotations
@@ -35,9 +49,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fleetgen_spark.datadir import MANIFESTS, STATE, TOKEN, DataDir
 from fleetgen_spark.exceptions import FleetGenError
-from fleetgen_spark.manifests import Layout, write_json_atomic
-from fleetgen_spark.rest import TOKEN_FILE, write_token
 
 __all__ = ["CLEANED", "CleanError", "check_cleanable", "clean_data_dir", "finish_interrupted_clean"]
 
@@ -45,20 +58,23 @@ CLEANED = ("delta", "checkpoints", "manifests")
 _TRASH = ".trash-"
 _STAGING = ".new"
 _NEW_MANIFESTS = "new-manifests"
+_CLEAN = ".clean-"
+_COMMIT = ".commit"
 
 
 class CleanError(FleetGenError):
     """A directory that clean refuses to touch: the message says why and what would be allowed."""
 
 
-def check_cleanable(layout: Layout) -> None:
+def check_cleanable(layout: DataDir) -> None:
     """Refuse a directory fleetgen did not make, and any of the three folders that is a symlink or a file."""
-    marker = layout.lock_path
-    if not marker.is_file() or marker.is_symlink():
+    if not layout.is_fleetgen_dir():
         raise CleanError(
-            f"{layout.root} is not a fleetgen data directory (it has no {marker.name}); clean removes only "
+            f"{layout.uri} is not a fleetgen data directory (it has no .fleetgen.lock); clean removes only "
             "delta/, checkpoints/ and manifests/ of a directory that fleetgen writes"
         )
+    if not layout.is_local:
+        return
     for name in CLEANED:
         path = layout.root / name
         if path.is_symlink():
@@ -67,30 +83,37 @@ def check_cleanable(layout: Layout) -> None:
             raise CleanError(f"{path} is not a folder; clean removes only the folders fleetgen made")
 
 
-def clean_data_dir(layout: Layout, state: Mapping[str, Any], token: str | None = None) -> list[str]:
+def clean_data_dir(layout: DataDir, state: Mapping[str, Any], token: str | None = None) -> list[str]:
     """Remove the dataset of a data directory (see the module docstring); returns the folders removed.
 
     ``state`` becomes the new ``manifests/generator_state.json``; ``token``, when given, its ``api_token``.
     """
     check_cleanable(layout)
+    trash_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+    if not layout.is_local:
+        return _clean_remote(layout, state, token, trash_id)
     root = layout.root
     present = [name for name in CLEANED if (root / name).is_dir()]
-    trash_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
-    staging = root / f"{_TRASH}{trash_id}{_STAGING}"
-    staging.mkdir()
-    new_manifests = staging / _NEW_MANIFESTS
-    new_manifests.mkdir()
-    write_json_atomic(new_manifests / layout.state.name, dict(state))
-    if token is not None:
-        write_token(new_manifests / TOKEN_FILE, token)
+    staging = DataDir(root / f"{_TRASH}{trash_id}{_STAGING}")
+    staging.root.mkdir()
+    (staging.root / _NEW_MANIFESTS).mkdir()
+    _stage(staging, _NEW_MANIFESTS, state, token)
     trash = root / f"{_TRASH}{trash_id}"
-    os.rename(staging, trash)  # the commit point: from here on the dataset is gone, even after a kill
+    os.rename(staging.root, trash)  # the commit point: from here on the dataset is gone, even after a kill
     _finish(trash, root)
     return present
 
 
-def finish_interrupted_clean(layout: Layout) -> list[str]:
+def _stage(staging: DataDir, folder: str, state: Mapping[str, Any], token: str | None) -> None:
+    staging.write_json(f"{folder}/{STATE.removeprefix(MANIFESTS + '/')}", dict(state))
+    if token is not None:
+        staging.write_text(f"{folder}/{TOKEN.removeprefix(MANIFESTS + '/')}", token + "\n")
+
+
+def finish_interrupted_clean(layout: DataDir) -> list[str]:
     """Complete or undo what a killed clean left (run before anything reads the directory); names what it found."""
+    if not layout.is_local:
+        return _finish_remote(layout)
     root = layout.root
     if not root.is_dir():
         return []
@@ -130,3 +153,37 @@ def _move_aside(path: Path, trash: Path) -> None:
         count += 1
         target = trash / f"{path.name}-{count}"
     os.rename(path, target)
+
+
+def _clean_remote(layout: DataDir, state: Mapping[str, Any], token: str | None, clean_id: str) -> list[str]:
+    present = [name for name in CLEANED if layout.names(name)]
+    staging = f"{_CLEAN}{clean_id}{_STAGING}"
+    _stage(layout, f"{staging}/{MANIFESTS}", state, token)
+    if not layout.storage.create(f"{_CLEAN}{clean_id}{_COMMIT}", b"committed\n"):  # the commit point
+        raise CleanError(f"{layout.uri}: a clean with id {clean_id} exists already; ask again")
+    _finish_remote_one(layout, clean_id)
+    return present
+
+
+def _finish_remote(layout: DataDir) -> list[str]:
+    names = [n for n in layout.names("") if n.startswith(_CLEAN)]
+    committed = {n.removeprefix(_CLEAN).removesuffix(_COMMIT) for n in names if n.endswith(_COMMIT)}
+    for clean_id in sorted(committed):
+        _finish_remote_one(layout, clean_id)
+    for name in names:
+        if name.endswith(_STAGING) and name.removeprefix(_CLEAN).removesuffix(_STAGING) not in committed:
+            layout.delete_tree(name)  # not committed: the old dataset stays
+    return sorted(names)
+
+
+def _finish_remote_one(layout: DataDir, clean_id: str) -> None:
+    """Step 3 of a clean without rename: every step repeats safely while the marker exists."""
+    staging = f"{_CLEAN}{clean_id}{_STAGING}"
+    for name in CLEANED:
+        layout.delete_tree(name)
+    for name in layout.names(f"{staging}/{MANIFESTS}"):
+        text = layout.read_text(f"{staging}/{MANIFESTS}/{name}")
+        if text is not None:
+            layout.write_text(f"{MANIFESTS}/{name}", text)
+    layout.delete(f"{_CLEAN}{clean_id}{_COMMIT}")  # done: before the staged files go, so a redo still has them
+    layout.delete_tree(staging)

@@ -27,11 +27,11 @@ from fleetgen_spark import __version__
 from fleetgen_spark.client import cmd_clean, cmd_logs, cmd_pause, cmd_resume, cmd_run, cmd_status
 from fleetgen_spark.clock import MAX_SPEEDUP, align_down, epoch_seconds, from_epoch, iso, parse_instant, parse_speedup
 from fleetgen_spark.config import Config, load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
 from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import configure_logging, get_logger, log_event
-from fleetgen_spark.manifests import Layout, read_json
 from fleetgen_spark.progress import Progress
 
 __all__ = ["COMMANDS", "ENVIRONMENT", "build_parser", "main"]
@@ -120,8 +120,27 @@ def _setting(args: argparse.Namespace, dest: str, env: str, default: str) -> tup
     return os.environ.get(env) or default, env
 
 
+def parse_conf(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``--conf KEY=VALUE`` flags (repeatable, as spark-submit's) as a dict; the last of a key wins."""
+    conf: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or key != key.strip():
+            raise OptionError(
+                f"--conf {pair!r}: expected KEY=VALUE, e.g. --conf spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000"
+            )
+        conf[key] = value
+    return conf
+
+
+def _data_dir(args: argparse.Namespace) -> DataDir:
+    """The command's data directory, its storage configured by the command's ``--conf`` settings."""
+    return DataDir(args.data_dir, getattr(args, "spark_conf", {}))
+
+
 def _resolve(args: argparse.Namespace) -> None:
     """Check every flag and environment variable this command reads, before any work."""
+    args.spark_conf = parse_conf(getattr(args, "conf", None))
     if hasattr(args, "host"):
         if hasattr(args, "port"):  # the service and its clients, not the jobs
             args.port = parse_port(*_setting(args, "port", "FLEETGEN_PORT", str(DEFAULT_PORT)))
@@ -188,16 +207,18 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     from fleetgen_spark.pipeline import Pipeline, ProgressListener
     from fleetgen_spark.session import spark_session
 
-    layout = Layout(args.data_dir)
+    layout = _data_dir(args)
     hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
     # Per-batch records go to the JSON logs; the terminal gets them with --verbose only.
-    configure_logging(layout.root, stderr_level="INFO" if args.verbose else "WARNING")
+    configure_logging(layout, stderr_level="INFO" if args.verbose else "WARNING")
     owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
     if owned:
         where = args.remote or os.environ.get("SPARK_REMOTE") or args.master or "local[*]"
         _say(args, f"starting Spark ({where}) ...")
-    spark = spark_session(args.master, app_name=f"fleetgen-{args.command}", remote=args.remote)
-    listener = ProgressListener(layout.root)
+    spark = spark_session(
+        args.master, app_name=f"fleetgen-{args.command}", remote=args.remote, storage=layout.uri, **args.spark_conf
+    )
+    listener = ProgressListener(layout)
     spark.streams.addListener(listener)
     try:
         yield Pipeline(spark, layout, config, **kwargs)
@@ -228,7 +249,7 @@ def cmd_onboard(args: argparse.Namespace) -> int:
     config = _config(args)
     with _pipeline(args, config, speedup=args.speedup or "1", start=_just_closed(config)) as pipeline:
         pipeline.start_companies(available_now=True).awaitTermination()
-        count = pipeline.spark.read.format("delta").load(str(pipeline.layout.table("companies"))).count()
+        count = pipeline.spark.read.format("delta").load(pipeline.layout.table("companies")).count()
     print(f"companies: {count} in {pipeline.layout.table('companies')}")
     return 0
 
@@ -238,15 +259,21 @@ def cmd_events(args: argparse.Namespace) -> int:
     kwargs = {"speedup": args.speedup or "1", "start": _just_closed(config), "max_intervals_per_trigger": 96}
     with _pipeline(args, config, **kwargs) as pipeline:
         pipeline.run_available_now()
-    manifest = read_json(pipeline.layout.batch_manifest)
-    if not manifest.get("batch_count"):
+    manifest = pipeline.layout.read_manifest()
+    if not manifest.batch_count:
         print(
-            f"no interval has closed yet in {pipeline.layout.root} (speedup {args.speedup or '1'}); "
+            f"no interval has closed yet in {pipeline.layout.uri} (speedup {args.speedup or '1'}); "
             "run again later, or use `fleetgen run` to generate as intervals close"
         )
         return 0
-    print(json.dumps(manifest, indent=2))
+    print(json.dumps(manifest.to_json(), indent=2))
     return 0
+
+
+def _written(data_dir: DataDir) -> tuple[int, int]:
+    """(intervals, events) that the data directory's batch manifest records now."""
+    manifest = data_dir.read_manifest()
+    return manifest.batch_count, manifest.total_events
 
 
 def _backfill_range(args: argparse.Namespace, config: Config) -> tuple[datetime, datetime]:
@@ -267,24 +294,24 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         started = time.monotonic()
         held = pipeline.written_until()
         if held is not None and held >= end:
-            manifest = read_json(pipeline.layout.batch_manifest)
+            manifest = pipeline.layout.read_manifest()
             print(
-                f"backfill: nothing to generate: {pipeline.layout.root} already holds every interval up to "
-                f"{iso(held)} ({manifest.get('batch_count', 0)} intervals, {manifest.get('total_events', 0)} events); "
+                f"backfill: nothing to generate: {pipeline.layout} already holds every interval up to "
+                f"{iso(held)} ({manifest.batch_count} intervals, {manifest.total_events} events); "
                 "a config change applies to intervals not generated yet: give a later --end"
             )
             return 0
         first = epoch_seconds(pipeline.dataset.start)
         total = (epoch_seconds(end) - first) // config.interval_seconds
-        progress = Progress(total, pipeline.layout.batch_manifest)
+        progress = Progress(total, lambda: _written(pipeline.layout))
         try:
             pipeline.run_available_now(progress.update, say=lambda text: _say(args, text))
         finally:
             progress.close()
-    manifest = read_json(pipeline.layout.batch_manifest)
+    manifest = pipeline.layout.read_manifest()
     print(
-        f"backfill done: {manifest['batch_count']} intervals, {manifest['total_events']} events, "
-        f"last batch {manifest['last_batch_id']}, {time.monotonic() - started:.1f} s "
+        f"backfill done: {manifest.batch_count} intervals, {manifest.total_events} events, "
+        f"last batch {manifest.last_batch_id}, {time.monotonic() - started:.1f} s "
         f"(+{started - began:.1f} s starting Spark and opening the tables)"
     )
     return 0
@@ -294,7 +321,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fleetgen_spark.report import write_report
     from fleetgen_spark.report_data import asked, check_data_dir, read_inputs
 
-    layout = Layout(args.data_dir)
+    layout = _data_dir(args)
     config = load_config(args.config).to_yaml_dict() if args.config else None
     check_data_dir(layout, have_config=config is not None)  # before Spark starts: a wrong directory costs no JVM
     asked(layout, config)
@@ -303,13 +330,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fleetgen_spark.session import spark_session
 
     owned = SparkSession.getActiveSession() is None
-    spark = spark_session(args.master, app_name="fleetgen-report", remote=args.remote)
+    spark = spark_session(
+        args.master, app_name="fleetgen-report", remote=args.remote, storage=layout.uri, **args.spark_conf
+    )
     try:
         inputs = read_inputs(spark, layout, config)
     finally:
         if owned:
             spark.stop()
-    out = Path(args.out) if args.out else layout.root / "report"
+    # --out is always local; a remote data directory's report goes to ./report unless told otherwise.
+    out = Path(args.out) if args.out else layout.root / "report" if layout.is_local else Path("report")
     try:
         result = write_report(inputs, out)
     except OSError as err:
@@ -327,6 +357,7 @@ def _add_report_arguments(report: argparse.ArgumentParser) -> None:
     )
     report.add_argument("--master", default=None, help="Spark master (default local[*])")
     report.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002")
+    _add_conf(report)
 
 
 # -- the command table ----------------------------------------------------------------------------
@@ -349,6 +380,17 @@ COMMANDS: dict[str, tuple[str, Handler, str]] = {
 }
 
 
+def _add_conf(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="a Spark setting, repeatable (e.g. spark.hadoop.fs.s3a.endpoint=...); the data directory's "
+        "own file access uses its storage settings too",
+    )
+
+
 def _shared(parser: argparse.ArgumentParser, kind: str) -> None:
     """Flags every command but validate-config takes; defaults come from the environment (checked later)."""
     parser.add_argument("--data-dir", default=None, help="data directory (default: $FLEETGEN_DATA_DIR or ./data)")
@@ -359,6 +401,7 @@ def _shared(parser: argparse.ArgumentParser, kind: str) -> None:
         parser.add_argument(
             "--port", default=None, help="control service port 1..65535 (default: $FLEETGEN_PORT or 18000)"
         )
+    _add_conf(parser)
     if kind == CLIENT:
         parser.add_argument("--json", action="store_true", help="print the service's JSON answer")
         return

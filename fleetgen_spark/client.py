@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import FleetGenError
 from fleetgen_spark.rest import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, base_url, client_token
 
@@ -38,7 +39,7 @@ class ServiceClient:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         token: str | None = None,
-        data_dir: str | os.PathLike[str] | None = None,
+        data_dir: DataDir | str | os.PathLike[str] | None = None,
     ) -> None:
         self.base_url = base_url(host, port)
         self.token = token if token is not None else client_token(data_dir)
@@ -177,7 +178,9 @@ def format_record(record: dict[str, Any]) -> str:
 
 
 def _client(args: argparse.Namespace) -> ServiceClient:
-    return ServiceClient(args.host, args.port, data_dir=getattr(args, "data_dir", None))
+    data_dir = getattr(args, "data_dir", None)
+    layout = None if data_dir is None else DataDir(data_dir, getattr(args, "spark_conf", {}))
+    return ServiceClient(args.host, args.port, data_dir=layout)
 
 
 def _print(args: argparse.Namespace, body: dict[str, Any], text: str) -> int:
@@ -199,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         speedup=args.speedup,
         host=args.host,
         port=args.port,
+        conf=getattr(args, "spark_conf", {}),
     )
 
 

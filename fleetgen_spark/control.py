@@ -31,12 +31,11 @@ from pyspark.sql.streaming.query import StreamingQuery
 from fleetgen_spark.clean import CLEANED, clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.clock import parse_instant, parse_speedup
 from fleetgen_spark.config import Config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import FleetGenError, OptionError
 from fleetgen_spark.failures import first_line
 from fleetgen_spark.logs import RUN_ID, get_logger, log_event
-from fleetgen_spark.manifests import Layout, read_json, update_json
 from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.rest import token_path, write_token
 
 __all__ = [
     "CLEANED",
@@ -83,7 +82,7 @@ class Controller:
     def __init__(
         self,
         spark: SparkSession,
-        layout: Layout,
+        layout: DataDir,
         config: Config,
         speedup: str = "1",
         stop_grace_s: float = 120.0,
@@ -122,15 +121,14 @@ class Controller:
             leftovers = finish_interrupted_clean(self.layout)
             if leftovers:
                 log_event(_log, "finished an interrupted clean", logging.WARNING, found=leftovers)
-            self.layout.root.mkdir(parents=True, exist_ok=True)
             # The writer lock marks a fleetgen data directory; touch it in case this process made the directory.
-            self.layout.lock_path.touch(exist_ok=True)
+            self.layout.mark()
             self._save_token()
-            saved = read_json(self.layout.state)
+            saved = self.layout.read_state()
             self._pipeline = Pipeline(self.spark, self.layout, self.config, speedup=self.speedup)
-            self.paused = saved.get("paused") is True
-            if saved:
-                self._event("RECOVER", "start", recovered_paused=self.paused, saved_at=saved.get("updated_at"))
+            self.paused = saved.paused is True
+            if saved.to_json():
+                self._event("RECOVER", "start", recovered_paused=self.paused, saved_at=saved.updated_at)
             if not self.paused:
                 self._start_queries()
             self.save()
@@ -216,7 +214,7 @@ class Controller:
 
     def save(self) -> None:
         """Write the service's part of generator_state.json (the sinks write the batch part)."""
-        update_json(self.layout.state, **self._state())
+        self.layout.update_state(**self._state())
 
     def save_if_idle(self) -> bool:
         """The periodic save: under the lock, so it never writes a paused flag that a change is replacing.
@@ -273,33 +271,33 @@ class Controller:
         now = pipeline.simulated_now() if pipeline is not None else None
         if pipeline is None or now is None or self.paused:
             return None
-        end = read_json(self.layout.state).get("last_driver_interval_end")
+        end = self.layout.read_state().last_driver_interval_end
         last = parse_instant(end, "last_driver_interval_end") if isinstance(end, str) else pipeline.dataset.start
         return round(max(0.0, (now - last).total_seconds()), 1)
 
     def counts(self) -> dict[str, Any]:
-        manifest = read_json(self.layout.batch_manifest)
-        state = read_json(self.layout.state)
+        manifest = self.layout.read_manifest()
+        state = self.layout.read_state()
         return {
-            "batches_generated_count": int(manifest.get("batch_count", 0)),
-            "total_events": int(manifest.get("total_events", 0)),
-            "last_driver_batch": state.get("last_driver_batch"),
-            "last_company_batch": state.get("last_company_batch"),
+            "batches_generated_count": int(manifest.batch_count),
+            "total_events": int(manifest.total_events),
+            "last_driver_batch": state.last_driver_batch,
+            "last_company_batch": state.last_company_batch,
         }
 
     def health(self) -> dict[str, Any]:
         """What GET /health answers; reads files and query handles only, so it never waits for the lock."""
         self.watch()  # a query that died a moment ago is reported with its error, not only as failed
-        state = read_json(self.layout.state)
+        state = self.layout.read_state()
         pipeline = self._pipeline
         return {
             "status": self.status,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "pid": os.getpid(),  # for kill -USR1 / -USR2
             **self.counts(),
-            "last_company_batch_time": state.get("last_company_tick"),
-            "last_driver_batch_time": _batch_start(state.get("last_driver_batch")),
-            "last_generated_at": read_json(self.layout.batch_manifest).get("last_updated"),
+            "last_company_batch_time": state.last_company_tick,
+            "last_driver_batch_time": _batch_start(state.last_driver_batch),
+            "last_generated_at": self.layout.read_manifest().last_updated,
             "dataset": pipeline.describe() if pipeline is not None else None,
             "lag_s": self.lag_s(),
             "queries": {role: _query_state(q) for role, q in dict(self._queries).items()},
@@ -341,11 +339,10 @@ class Controller:
 
     def _save_token(self) -> None:
         """Save the drawn token for clients of this data directory; with an env token, drop a stale file."""
-        path = token_path(self.layout.root)
         if self.token is not None:
-            write_token(path, self.token)
+            self.layout.write_token(self.token)
         else:
-            path.unlink(missing_ok=True)
+            self.layout.delete_token()
 
     # -- inside the lock --------------------------------------------------------------------------
 

@@ -14,14 +14,14 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 from fleetgen_spark.clock import align_down, batch_id, epoch_seconds, from_epoch, iso, parse_instant
 from fleetgen_spark.config import EVENT_TYPES, Config, parse_duration
+from fleetgen_spark.datadir import DATASET_MD, MANIFESTS, DataDir, utc_now_iso
 from fleetgen_spark.exceptions import ConfigError
 from fleetgen_spark.logs import get_logger, log_event
-from fleetgen_spark.manifests import Layout, read_json, utc_now_iso, write_json_atomic
 from fleetgen_spark.options import SourceOptions
 from fleetgen_spark.schedule import OnboardingPlan, Segment
 from fleetgen_spark.seed import draw_seed
@@ -34,9 +34,9 @@ __all__ = [
     "event_shapes",
     "load_segments",
     "onboarding_plan",
+    "options_data_dir",
     "read_dataset",
     "record_event_shape",
-    "segments_path",
 ]
 
 _log = get_logger("dataset")
@@ -61,27 +61,36 @@ _SHAPE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def segments_path(data_dir: Path) -> Path:
-    return data_dir / "manifests" / "onboarding.json"
+_SEGMENTS = f"{MANIFESTS}/onboarding.json"
+_SHAPES = f"{MANIFESTS}/event_shapes.json"
 
 
-def load_segments(data_dir: Path) -> tuple[Segment, ...]:
+@lru_cache(maxsize=16)
+def _data_dir(location: str, conf: tuple[tuple[str, str], ...]) -> DataDir:
+    return DataDir(location, dict(conf))
+
+
+def options_data_dir(options: SourceOptions) -> DataDir | None:
+    """The data directory a source's ``dataDir`` option names, opened once per process."""
+    if options.data_dir is None:
+        return None
+    return _data_dir(options.data_dir, tuple(sorted(options.data_dir_conf.items())))
+
+
+def load_segments(layout: DataDir) -> tuple[Segment, ...]:
     """The recorded onboarding segments of a data directory (empty if none yet)."""
-    data = read_json(segments_path(data_dir))
+    data = layout.read_json(_SEGMENTS)
     return tuple(Segment(**seg) for seg in data.get("segments", []))
 
 
 def onboarding_plan(options: SourceOptions, sim_start_s: int) -> OnboardingPlan:
     """The plan both sources use: the data directory's record if there is one, else the config."""
-    if options.data_dir is not None:
-        segments = load_segments(options.data_dir)
+    data_dir = options_data_dir(options)
+    if data_dir is not None:
+        segments = load_segments(data_dir)
         if segments:
             return OnboardingPlan(segments)
     return OnboardingPlan.from_config(options.config, sim_start_s)
-
-
-def _shapes_path(data_dir: Path) -> Path:
-    return data_dir / "manifests" / "event_shapes.json"
 
 
 def _shape(config: Config) -> dict[str, Any]:
@@ -94,9 +103,10 @@ def event_shapes(options: SourceOptions) -> list[tuple[int, Config]]:
 
     Without a data directory (or before any change) the options' config governs every interval.
     """
-    if options.data_dir is None:
+    data_dir = options_data_dir(options)
+    if data_dir is None:
         return [(-(2**62), options.config)]
-    recorded = read_json(_shapes_path(options.data_dir)).get("shapes", [])
+    recorded = data_dir.read_json(_SHAPES).get("shapes", [])
     if not recorded:
         return [(-(2**62), options.config)]
     return [
@@ -115,11 +125,10 @@ def _config_values(shape: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def record_event_shape(layout: Layout, config: Config, generated_until: int | None, start: int) -> None:
+def record_event_shape(layout: DataDir, config: Config, generated_until: int | None, start: int) -> None:
     """Record the event-shaping fields: once on the first run, then each change, governing the
     intervals from ``generated_until`` (the end of what the tables hold) on."""
-    path = _shapes_path(layout.root)
-    shapes = list(read_json(path).get("shapes", []))
+    shapes = list(layout.read_json(_SHAPES).get("shapes", []))
     wanted = _shape(config)
     if shapes and _config_values(shapes[-1]) == _config_values(wanted):
         return
@@ -131,7 +140,7 @@ def record_event_shape(layout: Layout, config: Config, generated_until: int | No
                    for name in EVENT_SHAPE_FIELDS if old[name] != new[name]]  # fmt: skip
         _announce(changed, effective, generated_until is not None)
     shapes = [s for s in shapes if int(s["effective_from"]) < effective]  # a change before any row replaces
-    write_json_atomic(path, {"shapes": [*shapes, {"effective_from": effective, **wanted}]})
+    layout.write_json(_SHAPES, {"shapes": [*shapes, {"effective_from": effective, **wanted}]})
 
 
 def _announce(changed: list[str], effective: int, generated: bool) -> None:
@@ -186,15 +195,22 @@ def _render(dataset: Dataset) -> str:
     return "\n".join(lines)
 
 
-def read_dataset(path: Path) -> Dataset:
-    match = _JSON_BLOCK.search(path.read_text(encoding="utf-8"))
+def read_dataset(layout: DataDir) -> Dataset | None:
+    """The data directory's dataset descriptor, or None when it has none yet."""
+    text = layout.read_text(DATASET_MD)
+    if text is None:
+        return None
+    match = _JSON_BLOCK.search(text)
     if match is None:
-        raise ConfigError(f"{path} has no JSON block; it was edited by hand or is not a fleetgen dataset descriptor")
+        raise ConfigError(
+            f"{layout.location(DATASET_MD)} has no JSON block; it was edited by hand or is not a fleetgen "
+            "dataset descriptor"
+        )
     data = json.loads(match.group(1))
     return Dataset(int(data["seed"]), parse_instant(data["start"], "start"), data["created_at"], data["config"])
 
 
-def _record_onboarding_change(layout: Layout, config: Config, segments: tuple[Segment, ...]) -> None:
+def _record_onboarding_change(layout: DataDir, config: Config, segments: tuple[Segment, ...]) -> None:
     """Append a segment when the onboarding fields changed; it governs ticks after the last generated one."""
     last = segments[-1]
     wanted = Segment.from_config(config, last.effective_from)
@@ -204,8 +220,15 @@ def _record_onboarding_change(layout: Layout, config: Config, segments: tuple[Se
         last.onboarding_s,
     ):
         return
-    state = read_json(layout.state)
-    done = [parse_instant(state[k], k) for k in ("last_company_tick", "last_driver_interval_end") if state.get(k)]
+    state = layout.read_state()
+    done = [
+        parse_instant(v, k)
+        for k, v in (
+            ("last_company_tick", state.last_company_tick),
+            ("last_driver_interval_end", state.last_driver_interval_end),
+        )
+        if v
+    ]
     # Nothing generated yet: the change may govern from the very first tick.
     floor = max(epoch_seconds(d) for d in done) if done else last.effective_from - 1
     ticks_done = max(0, (floor - last.effective_from) // last.onboarding_s + 1)
@@ -225,12 +248,12 @@ def _record_onboarding_change(layout: Layout, config: Config, segments: tuple[Se
         effective,
         bool(done),
     )
-    write_json_atomic(segments_path(layout.root), {"segments": [s.to_dict() for s in (*segments, new)]})
+    layout.write_json(_SEGMENTS, {"segments": [s.to_dict() for s in (*segments, new)]})
 
 
-def _refuse(layout: Layout, field: str, recorded: object, given: object) -> ConfigError:
+def _refuse(layout: DataDir, field: str, recorded: object, given: object) -> ConfigError:
     return ConfigError(
-        f"{field} {given} differs from the {field} {recorded} recorded in {layout.dataset_md}; "
+        f"{field} {given} differs from the {field} {recorded} recorded in {layout.location(DATASET_MD)}; "
         "seed, start, interval, company_churn_rate and event_model are a data directory's identity: "
         "use the recorded value, "
         "or another --data-dir (or clean this one first)"
@@ -242,7 +265,7 @@ def _refuse(layout: Layout, field: str, recorded: object, given: object) -> Conf
 _IDENTITY_FIELDS: dict[str, object] = {"interval": None, "company_churn_rate": 0.0, "event_model": "independent"}
 
 
-def _check_identity(layout: Layout, dataset: Dataset, config: Config) -> None:
+def _check_identity(layout: DataDir, dataset: Dataset, config: Config) -> None:
     """Refuse a run that asks for another seed, interval, churn rate or event model than the data directory's."""
     if config.seed is not None and config.seed != dataset.seed:
         raise _refuse(layout, "seed", dataset.seed, config.seed)
@@ -254,33 +277,28 @@ def _check_identity(layout: Layout, dataset: Dataset, config: Config) -> None:
             raise _refuse(layout, name, recorded, given)
 
 
-def check_start(layout: Layout, dataset: Dataset, start: datetime) -> None:
+def check_start(layout: DataDir, dataset: Dataset, start: datetime) -> None:
     """Refuse an explicit start that is not the data directory's (a backfill continues what it holds)."""
     if start != dataset.start:
         raise _refuse(layout, "start", iso(dataset.start), iso(start))
 
 
-def ensure_dataset(layout: Layout, config: Config, start: datetime | None = None) -> Dataset:
+def ensure_dataset(layout: DataDir, config: Config, start: datetime | None = None) -> Dataset:
     """Create the dataset descriptor on the first run; afterwards read it back (and record onboarding changes).
 
     The returned Dataset's seed and start are the ones every job on this directory must use.
     An explicit seed that differs from the recorded one is refused rather than silently changed.
     """
-    if layout.dataset_md.is_file():
-        dataset = read_dataset(layout.dataset_md)
+    dataset = read_dataset(layout)
+    if dataset is not None:
         _check_identity(layout, dataset, config)
-        segments = load_segments(layout.root)
+        segments = load_segments(layout)
         if segments:
             _record_onboarding_change(layout, config, segments)
         return dataset
     seed = config.seed if config.seed is not None else draw_seed()
     begin = align_down(start or from_epoch(time.time()), config.interval_seconds)
     dataset = Dataset(seed, begin, utc_now_iso(), config.with_seed(seed).to_yaml_dict())
-    layout.manifests.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        segments_path(layout.root), {"segments": [Segment.from_config(config, epoch_seconds(begin)).to_dict()]}
-    )
-    tmp = layout.dataset_md.with_suffix(".md.tmp")
-    tmp.write_text(_render(dataset), encoding="utf-8")
-    tmp.replace(layout.dataset_md)
+    layout.write_json(_SEGMENTS, {"segments": [Segment.from_config(config, epoch_seconds(begin)).to_dict()]})
+    layout.write_text(DATASET_MD, _render(dataset))
     return dataset

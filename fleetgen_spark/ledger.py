@@ -23,12 +23,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark.clock import batch_id, from_epoch
-from fleetgen_spark.manifests import Layout, utc_now_iso, write_json_atomic
+from fleetgen_spark.datadir import BatchManifest, DataDir, utc_now_iso
 
 __all__ = ["Ledger"]
 
 
-def _load(spark: SparkSession, layout: Layout, table: str) -> DataFrame:
+def _load(spark: SparkSession, layout: DataDir, table: str) -> DataFrame:
     return spark.read.format("delta").load(str(layout.table(table)))
 
 
@@ -46,7 +46,7 @@ class Ledger:
     orphan_discards: frozenset[int] = frozenset()
 
     @classmethod
-    def load(cls, spark: SparkSession, layout: Layout) -> Ledger:
+    def load(cls, spark: SparkSession, layout: DataDir) -> Ledger:
         """Read the ledger and the rows a crash may have left beyond it (three small Spark jobs)."""
         row = (
             _load(spark, layout, "batches")
@@ -91,17 +91,17 @@ class Ledger:
             self.orphans.pop(start, None)
         self.orphan_discards = frozenset(s for s in self.orphan_discards if s >= self.written_until)
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> BatchManifest:
         """``batch_manifest.json``: the ledger's totals, so the manifest always agrees with the tables."""
-        return {
-            "last_batch_id": self.last_batch_id,
-            "batch_count": self.batch_count,
-            "total_events": self.total_events,
-            "last_updated": utc_now_iso(),
-        }
+        return BatchManifest(
+            last_batch_id=self.last_batch_id,
+            batch_count=self.batch_count,
+            total_events=self.total_events,
+            last_updated=utc_now_iso(),
+        )
 
-    def write_manifest(self, layout: Layout) -> None:
-        write_json_atomic(layout.batch_manifest, self.manifest())
+    def write_manifest(self, layout: DataDir) -> None:
+        layout.write_manifest(self.manifest())
 
 
 def _starts_of(batch_ids: set[str]) -> list[int]:

@@ -9,37 +9,82 @@ take no lock.
 Within one process the lock is re-entrant: the service restarts its queries, and a test builds
 several pipelines on one directory, without locking itself out (``flock`` locks of two open file
 descriptions of one process would conflict, so one descriptor per directory is kept here).
+
+On object storage and HDFS there is no ``flock``: the writer holds a lease instead, the object
+``.fleetgen.lease`` created only if absent (S3 ``If-None-Match: *``, WebHDFS ``overwrite=false``), holding
+host, pid, command and an expiry that a thread renews every third of the lease's length while the
+process lives. A second process finds it and is refused with the same message; a lease whose holder
+stopped renewing (a SIGKILL, a lost host) is taken over once it has expired, and the taker says so.
+The length is ``FLEETGEN_LEASE_SECONDS`` (default 60): a killed writer blocks its directory that long.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
+import secrets
+import socket
 import sys
 import threading
 import time
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import IO
 
 from fleetgen_spark.clean import finish_interrupted_clean
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import FleetGenError
-from fleetgen_spark.manifests import Layout
+from fleetgen_spark.logs import get_logger, log_event
 
-__all__ = ["DataDirBusy", "hold", "holder", "release"]
+__all__ = ["LEASE", "DataDirBusy", "Lease", "hold", "holder", "release"]
 
-_held: dict[Path, IO[str]] = {}
+LEASE = ".fleetgen.lease"
+_held: dict[str, IO[str] | _Renewer] = {}
 _guard = threading.Lock()
+_log = get_logger("lock")
 
 
 class DataDirBusy(FleetGenError):
     """Another process is writing this data directory."""
 
 
-def holder(layout: Layout) -> str:
+@dataclass(frozen=True)
+class Lease:
+    """What ``.fleetgen.lease`` holds: who writes the directory, and until when unless renewed."""
+
+    host: str
+    pid: int
+    command: str
+    expires_at: float  # epoch seconds
+    holder_id: str  # tells this holder's renewals from a taker's lease
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({self.command}) on {self.host}"
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(asdict(self), sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def parse(cls, data: bytes | None) -> Lease | None:
+        try:
+            return cls(**json.loads(data or b""))
+        except (ValueError, TypeError):
+            return None
+
+
+def lease_seconds() -> float:
+    return float(os.environ.get("FLEETGEN_LEASE_SECONDS") or 60)
+
+
+def holder(layout: DataDir) -> str:
     """What the lock file says about the process that holds (or last held) it.
 
     A holder writes its pid just after it takes the lock: a racer may look in between, so an
     empty file is read again for a moment."""
+    if not layout.is_local:
+        lease = Lease.parse(layout.storage.read_bytes(LEASE))
+        return "another process" if lease is None else lease.describe()
     for _ in range(40):
         try:
             text = layout.lock_path.read_text(encoding="utf-8").strip()
@@ -51,35 +96,108 @@ def holder(layout: Layout) -> str:
     return "another process"
 
 
-def hold(layout: Layout, command: str | None = None) -> None:
+def _busy(layout: DataDir, who: str) -> DataDirBusy:
+    return DataDirBusy(
+        f"data directory {layout.uri} is in use by {who}; "
+        "one fleetgen process writes a data directory at a time: stop it, or use another --data-dir"
+    )
+
+
+def hold(layout: DataDir, command: str | None = None) -> None:
     """Take the data directory for this process, or refuse naming the process that has it."""
+    what = command or " ".join(["fleetgen", *sys.argv[1:]]) or "fleetgen"
     with _guard:
-        if layout.root in _held:
+        if layout.uri in _held:
             return
-        layout.root.mkdir(parents=True, exist_ok=True)
-        handle = open(layout.lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the process' life)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise DataDirBusy(
-                f"data directory {layout.root} is in use by {holder(layout)}; "
-                "one fleetgen process writes a data directory at a time: stop it, or use another --data-dir"
-            ) from None
-        what = command or " ".join(["fleetgen", *sys.argv[1:]]) or "fleetgen"
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} ({what})\n")
-        handle.flush()
-        _held[layout.root] = handle
+        _held[layout.uri] = _flock(layout, what) if layout.is_local else _take_lease(layout, what)
+    if not layout.is_local:
+        layout.mark()
     # A clean that a kill interrupted is completed or undone by the next writer, whoever it is.
     finish_interrupted_clean(layout)
 
 
-def release(layout: Layout) -> None:
-    """Give the data directory up (the process' end does it too)."""
+def _flock(layout: DataDir, what: str) -> IO[str]:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    handle = open(layout.lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the process' life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise _busy(layout, holder(layout)) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} ({what})\n")
+    handle.flush()
+    return handle
+
+
+def release(layout: DataDir) -> None:
+    """Give the data directory up (the process' end does it too; a lease then expires)."""
     with _guard:
-        handle = _held.pop(layout.root, None)
-    if handle is not None:
+        handle = _held.pop(layout.uri, None)
+    if isinstance(handle, _Renewer):
+        handle.stop()
+    elif handle is not None:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def _take_lease(layout: DataDir, command: str) -> _Renewer:
+    """Create the lease object if absent; take over an expired one; refuse a live one."""
+    length = lease_seconds()
+    mine = Lease(socket.gethostname(), os.getpid(), command, time.time() + length, secrets.token_hex(8))
+    if layout.storage.create(LEASE, mine.to_bytes()):
+        return _Renewer(layout, mine, length)
+    current = Lease.parse(layout.storage.read_bytes(LEASE))
+    if current is not None and current.expires_at > time.time():
+        raise _busy(layout, current.describe())
+    # Expired (its holder stopped renewing), or unreadable: delete it and create ours, still only if absent,
+    # so of two takers at once one wins and the other is refused.
+    layout.storage.delete(LEASE)
+    mine = Lease(mine.host, mine.pid, command, time.time() + length, mine.holder_id)
+    if not layout.storage.create(LEASE, mine.to_bytes()):
+        raise _busy(layout, holder(layout))
+    if current is not None:
+        late = round(time.time() - current.expires_at)
+        message = (
+            f"took over the data directory {layout.uri} from {current.describe()}, whose lease expired {late} s ago"
+        )
+        print(f"fleetgen: {message}", file=sys.stderr)
+        log_event(_log, message, logging.WARNING, previous=current.describe())
+    return _Renewer(layout, mine, length)
+
+
+class _Renewer:
+    """Renews a lease every third of its length until stopped; deletes it on stop (if still ours)."""
+
+    def __init__(self, layout: DataDir, lease: Lease, length: float) -> None:
+        self.layout = layout
+        self.lease = lease
+        self.length = length
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleetgen-lease", daemon=True)
+        self._thread.start()
+
+    def _ours(self) -> bool:
+        current = Lease.parse(self.layout.storage.read_bytes(LEASE))
+        return current is not None and current.holder_id == self.lease.holder_id
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.length / 3):
+            try:
+                if not self._ours():
+                    log_event(_log, "lost the data directory's lease to another process", logging.ERROR)
+                    return
+                self.lease = Lease(**{**asdict(self.lease), "expires_at": time.time() + self.length})
+                self.layout.storage.write_bytes(LEASE, self.lease.to_bytes())
+            except Exception as err:  # a failed renewal is retried at the next turn; the lease may lapse
+                log_event(_log, "could not renew the data directory's lease", logging.WARNING, error=str(err))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        try:
+            if self._ours():
+                self.layout.storage.delete(LEASE)
+        except Exception as err:  # it expires by itself
+            log_event(_log, "could not delete the data directory's lease", logging.WARNING, error=str(err))

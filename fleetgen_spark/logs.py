@@ -3,6 +3,11 @@
 Files: ``manifests/logs/YYYY-MM-DD/generator.log.jsonl``. A file that passes ``max_bytes``
 rotates beside itself (``generator.log.jsonl.1`` is the previous one, up to ``backups``), and
 day folders older than ``keep_days`` are removed when a new day begins.
+
+On object storage and HDFS a file cannot be appended to: a process writes its lines as whole
+segments instead, ``generator.log.jsonl.<start ms>-<run id>``, rewritten (whole) at most every
+``FLUSH_S`` seconds and at exit, and a new one begun past ``SEGMENT_BYTES``. ``read_logs`` reads
+both layouts.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
+
+from fleetgen_spark.datadir import LOGS, DataDir
 
 __all__ = [
     "BACKUPS",
@@ -40,6 +48,8 @@ MAX_BYTES = 10 * 1024 * 1024  # per file; a busy service writes about 1 MB an ho
 BACKUPS = 9  # rotated files kept per day: at most 100 MB of logs a day
 KEEP_DAYS = 30
 _BLOCK = 64 * 1024  # read backwards this much at a time
+FLUSH_S = 5.0  # a remote data directory's log lines show up within this long
+SEGMENT_BYTES = 4 * 1024 * 1024
 
 
 class _JsonLinesHandler(logging.Handler):
@@ -57,14 +67,7 @@ class _JsonLinesHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
-            line = {
-                "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "level": record.levelname,
-                "component": record.name.removeprefix(_ROOT + ".") or _ROOT,
-                "run_id": RUN_ID,
-                "message": record.getMessage(),
-                "metadata": getattr(record, "metadata", {}),
-            }
+            line = _record(record, moment)
             path = self.log_dir / moment.strftime("%Y-%m-%d") / LOG_FILE
             if not path.parent.is_dir():
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +100,70 @@ class _JsonLinesHandler(logging.Handler):
                 shutil.rmtree(day, ignore_errors=True)
 
 
+class _SegmentHandler(logging.Handler):
+    """Writes a process' records to a remote data directory as whole segment objects (no append there)."""
+
+    def __init__(self, data_dir: DataDir) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.lines: list[str] = []
+        self.size = 0
+        self.name_: str | None = None
+        self.dirty = False
+        self.guard = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="fleetgen-logs", daemon=True)
+        self.thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+            with self.guard:
+                day = moment.strftime("%Y-%m-%d")
+                if self.name_ is None or not self.name_.startswith(day) or self.size > SEGMENT_BYTES:
+                    self._flush_locked()
+                    self.lines, self.size = [], 0
+                    self.name_ = f"{day}/{LOG_FILE}.{int(record.created * 1000):015d}-{RUN_ID[:8]}"
+                line = json.dumps(_record(record, moment), default=str)
+                self.lines.append(line)
+                self.size += len(line) + 1
+                self.dirty = True
+        except Exception:  # a logging failure must never stop generation
+            self.handleError(record)
+
+    def _flush_locked(self) -> None:
+        if self.dirty and self.name_ is not None:
+            self.data_dir.write_text(f"{LOGS}/{self.name_}", "\n".join(self.lines) + "\n")
+            self.dirty = False
+
+    def flush(self) -> None:
+        try:
+            with self.guard:
+                self._flush_locked()
+        except Exception:
+            pass
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(FLUSH_S):
+            self.flush()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.flush()
+        super().close()
+
+
+def _record(record: logging.LogRecord, moment: datetime) -> dict[str, Any]:
+    return {
+        "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": record.levelname,
+        "component": record.name.removeprefix(_ROOT + ".") or _ROOT,
+        "run_id": RUN_ID,
+        "message": record.getMessage(),
+        "metadata": getattr(record, "metadata", {}),
+    }
+
+
 class _ReadableFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "metadata", {})
@@ -107,7 +174,7 @@ class _ReadableFormatter(logging.Formatter):
 
 
 def configure_logging(
-    data_dir: Path | None,
+    data_dir: DataDir | None,
     *,
     stderr: bool = True,
     level: str = "INFO",
@@ -123,12 +190,12 @@ def configure_logging(
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    if data_dir is not None:
+    if data_dir is not None and data_dir.is_local:
         root.addHandler(
-            _JsonLinesHandler(
-                data_dir / "manifests" / "logs", max_bytes=max_bytes, backups=backups, keep_days=keep_days
-            )
+            _JsonLinesHandler(data_dir.local_path(LOGS), max_bytes=max_bytes, backups=backups, keep_days=keep_days)
         )
+    elif data_dir is not None:
+        root.addHandler(_SegmentHandler(data_dir))
     if stderr:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(_ReadableFormatter())
@@ -144,7 +211,7 @@ def _one_line(value: Any) -> str:
     return first[:500] + " ..." if len(first) < len(text) or len(first) > 500 else first
 
 
-def ensure_logging(data_dir: Path) -> None:
+def ensure_logging(data_dir: DataDir) -> None:
     """In a process that has not set logging up (a Spark Connect server's foreachBatch worker), send
     the package's records to the data directory's JSON files only: the worker's stderr is the
     server's, and a user reads the records with /logs or `fleetgen logs`."""
@@ -162,7 +229,7 @@ def log_event(logger: logging.Logger, message: str, level: int = logging.INFO, *
 
 
 def read_logs(
-    data_dir: Path, *, min_level: str = "DEBUG", since: datetime | None = None, limit: int = 100
+    data_dir: DataDir, *, min_level: str = "DEBUG", since: datetime | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` records at or above ``min_level`` and not before ``since``, newest first.
 
@@ -171,7 +238,8 @@ def read_logs(
     """
     threshold = LEVELS.index(min_level.upper())
     found: list[dict[str, Any]] = []
-    for record in _newest_first(data_dir / "manifests" / "logs", since):
+    records = _newest_first(data_dir.local_path(LOGS), since) if data_dir.is_local else _remote(data_dir, since)
+    for record in records:
         if record.get("level") in LEVELS and LEVELS.index(record["level"]) >= threshold:
             found.append(record)
             if len(found) >= limit:
@@ -187,16 +255,39 @@ def _newest_first(log_dir: Path, since: datetime | None) -> Iterator[dict[str, A
         if day.name < since_day:
             return
         for path in _day_files(day):
-            for line in _lines_backwards(path):
-                try:
-                    record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue  # a line cut by a crash
-                if not isinstance(record, dict):
-                    continue
-                if since is not None and _parse_time(record.get("timestamp", "")) < since:
-                    return
-                yield record
+            yield from _until(_lines_backwards(path), since)
+
+
+def _until(lines: Iterator[bytes], since: datetime | None) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # a line cut by a crash
+        if not isinstance(record, dict):
+            continue
+        if since is not None and _parse_time(record.get("timestamp", "")) < since:
+            return
+        yield record
+
+
+def _remote(data_dir: DataDir, since: datetime | None) -> Iterator[dict[str, Any]]:
+    """A remote directory's segments, newest first (several processes' segments of a day, by start time).
+
+    Segments of processes that ran at the same time interleave, so ``since`` filters each line rather
+    than stopping at the first older one.
+    """
+    since_day = since.astimezone(timezone.utc).strftime("%Y-%m-%d") if since else ""
+    for day in sorted((d for d in data_dir.names(LOGS) if len(d) == 10), reverse=True):
+        if day < since_day:
+            return
+        segments = [n for n in data_dir.names(f"{LOGS}/{day}") if n.startswith(LOG_FILE + ".")]
+        for name in sorted(segments, reverse=True):
+            text = data_dir.read_text(f"{LOGS}/{day}/{name}") or ""
+            lines = [line.encode("utf-8") for line in reversed(text.splitlines()) if line.strip()]
+            for record in _until(iter(lines), None):
+                if since is None or _parse_time(record.get("timestamp", "")) >= since:
+                    yield record
 
 
 def _day_files(day: Path) -> list[Path]:

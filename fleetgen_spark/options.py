@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from fleetgen_spark.clock import align_down, parse_instant, parse_speedup
 from fleetgen_spark.config import Config, load_config
@@ -22,6 +22,7 @@ SOURCE_OPTIONS: tuple[str, ...] = (
     "maxIntervalsPerTrigger",
     "numPartitions",
     "dataDir",
+    "dataDirConf",
     "resumeFrom",
     "clockAnchor",
 )
@@ -38,7 +39,9 @@ class SourceOptions:
     speedup: float | None = 1.0
     max_intervals_per_trigger: int = 1
     num_partitions: int | None = None
-    data_dir: Path | None = None
+    data_dir: str | None = None
+    # The Hadoop settings of the data directory's storage (fs.s3a.endpoint, ...): the pipeline passes its own.
+    data_dir_conf: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     resume_from: datetime | None = None
     clock_anchor: tuple[datetime, float] | None = None
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -66,6 +69,16 @@ def _clock_anchor(value: str) -> tuple[datetime, float]:
             f"option 'clockAnchor' = {value!r}: expected <ISO-8601 instant>@<epoch seconds>, "
             "e.g. 2025-11-08T06:00:00Z@1764690000.5"
         ) from err
+
+
+def _json_object(name: str, value: str) -> dict[str, str]:
+    try:
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise ValueError(value)
+    except ValueError as err:
+        raise OptionError(f"option {name!r} = {value!r}: expected a JSON object of settings") from err
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def parse_options(options: Mapping[str, str], *, source: str = "fleetgen") -> SourceOptions:
@@ -113,7 +126,8 @@ def parse_options(options: Mapping[str, str], *, source: str = "fleetgen") -> So
             if "numPartitions" in given
             else None
         ),
-        data_dir=Path(given["dataDir"]) if given.get("dataDir") else None,
+        data_dir=given.get("dataDir") or None,
+        data_dir_conf=_json_object("dataDirConf", given["dataDirConf"]) if given.get("dataDirConf") else {},
         resume_from=(
             align_down(parse_instant(given["resumeFrom"], "resumeFrom"), interval_s) if "resumeFrom" in given else None
         ),

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pyspark.errors import StreamingQueryException
@@ -19,13 +18,13 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from fleetgen_spark.clock import Clock, epoch_seconds, from_epoch, iso, parse_speedup
 from fleetgen_spark.config import Config, format_duration
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import Dataset, ensure_dataset, record_event_shape
 from fleetgen_spark.exceptions import GenerationError
 from fleetgen_spark.failures import first_line
 from fleetgen_spark.ledger import Ledger
 from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import ensure_logging, get_logger, log_event
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.scd import CompaniesWriter
 from fleetgen_spark.sink import EventsWriter
@@ -36,11 +35,13 @@ __all__ = ["COMPANIES_WAIT_S", "Pipeline", "ProgressListener", "first_line", "so
 _log = get_logger("pipeline")
 
 
-def source_options(config: Config, dataset: Dataset, layout: Layout, **extra: str | None) -> dict[str, str]:
+def source_options(config: Config, dataset: Dataset, layout: DataDir, **extra: str | None) -> dict[str, str]:
     """Every config field as a source option, plus the dataset's seed and start."""
     values = config.to_yaml_dict()
     options = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in values.items() if v is not None}
-    options.update(seed=str(dataset.seed), start=iso(dataset.start), dataDir=str(layout.root))
+    options.update(seed=str(dataset.seed), start=iso(dataset.start), dataDir=layout.uri)
+    if layout.conf:
+        options["dataDirConf"] = json.dumps(layout.conf, sort_keys=True)
     options.update({k: v for k, v in extra.items() if v is not None})
     return options
 
@@ -52,7 +53,7 @@ class ProgressListener(StreamingQueryListener):
     to the JSON log of ``data_dir`` only (see :func:`ensure_logging`).
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: DataDir) -> None:
         self.data_dir = data_dir
 
     def onQueryStarted(self, event: Any) -> None:
@@ -92,7 +93,7 @@ class Pipeline:
     """
 
     spark: SparkSession
-    layout: Layout
+    layout: DataDir
     config: Config
     speedup: str = "1"
     end: datetime | None = None
@@ -145,7 +146,7 @@ class Pipeline:
         _, extra = self._round()
         last = None
         if "companies" not in self._empty:
-            table = self.spark.read.format("delta").load(str(self.layout.table("companies")))
+            table = self.spark.read.format("delta").load(self.layout.table("companies"))
             newest = F.coalesce("updated_at", "created_at").cast("long")  # ensure_tables gave old tables updated_at
             last = table.agg(F.max(newest).alias("m")).collect()[0]["m"]
         self._empty.discard("companies")
@@ -157,7 +158,7 @@ class Pipeline:
         reader = self.spark.readStream.format("fleetgen_companies").options(**self.options(**extra)).load()
         stream = (
             reader.writeStream.queryName(f"fleetgen_companies_{epoch_seconds(self.dataset.start)}")
-            .option("checkpointLocation", str(self.layout.checkpoint(writer.query)))
+            .option("checkpointLocation", self.layout.checkpoint(writer.query))
             .foreachBatch(writer)
         )
         return self._started((stream.trigger(availableNow=True) if available_now else stream).start())
@@ -181,7 +182,7 @@ class Pipeline:
         reader = self.spark.readStream.format("fleetgen").options(**options).load()
         stream = (
             reader.writeStream.queryName(f"fleetgen_events_{epoch_seconds(self.dataset.start)}")
-            .option("checkpointLocation", str(self.layout.checkpoint(writer.query)))
+            .option("checkpointLocation", self.layout.checkpoint(writer.query))
             .foreachBatch(writer)
         )
         return self._started((stream.trigger(availableNow=True) if available_now else stream).start())
@@ -222,7 +223,7 @@ class Pipeline:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "data_dir": str(self.layout.root),
+            "data_dir": self.layout.uri,
             "seed": self.dataset.seed,
             "start": iso(self.dataset.start),
             "interval": format_duration(self.config.interval),

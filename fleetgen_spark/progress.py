@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -22,14 +21,22 @@ def _eta(seconds: float) -> str:
 class Progress:
     """Intervals done of ``total``, events per second and time left, for one backfill.
 
-    Read from ``batch_manifest.json``, which the events writer rewrites after every micro-batch (its
-    ``batch_count`` counts the intervals from the data directory's start, as ``total`` does): the
-    line moves with every micro-batch, and the last one, read at :meth:`close`, is the true end.
+    ``written`` says (intervals written, events written) as ``batch_manifest.json`` has them now; the
+    events writer rewrites it after every micro-batch (its ``batch_count`` counts the intervals from
+    the data directory's start, as ``total`` does): the line moves with every micro-batch, and the
+    last one, read at :meth:`close`, is the true end.
     """
 
-    def __init__(self, total: int, manifest: Path, *, stream: TextIO | None = None, every_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        written: Callable[[], tuple[int, int]],
+        *,
+        stream: TextIO | None = None,
+        every_s: float = 5.0,
+    ) -> None:
         self.total = total
-        self.manifest = manifest
+        self.written = written
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s
         self.began = time.monotonic()
@@ -46,8 +53,7 @@ class Progress:
     def _read(self) -> tuple[int, int]:
         """(intervals written, events written) as the manifest says now."""
         try:
-            data = json.loads(self.manifest.read_text())
-            return int(data.get("batch_count", 0)), int(data.get("total_events", 0))
+            return self.written()
         except (OSError, ValueError, AttributeError):
             return 0, 0
 

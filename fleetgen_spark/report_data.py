@@ -9,7 +9,6 @@ naive datetimes in the Python process's own time zone.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,11 +19,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fleetgen_spark.clock import iso
+from fleetgen_spark.datadir import DATASET_MD, DataDir
 from fleetgen_spark.dataset import Dataset, read_dataset
 from fleetgen_spark.exceptions import DataDirError, FleetGenError
-from fleetgen_spark.manifests import Layout
+from fleetgen_spark.logs import read_logs
 from fleetgen_spark.report import HOS_OFF_DUTY_S, Expected, ReportInputs
-from fleetgen_spark.tables import has_commits
 
 __all__ = ["TABLES", "asked", "check_data_dir", "read_durations", "read_inputs", "shift_summary"]
 
@@ -32,29 +31,30 @@ TABLES = ("batches", "driver_events", "companies", "discarded_events")
 Progress = Callable[[str], None]
 
 
-def _present(layout: Layout) -> list[str]:
-    return [name for name in (*TABLES, "companies_history") if has_commits(layout.table(name))]
+def _present(layout: DataDir) -> list[str]:
+    return [name for name in (*TABLES, "companies_history") if layout.has_commits(name)]
 
 
-def check_data_dir(layout: Layout, have_config: bool = False) -> None:
+def check_data_dir(layout: DataDir, have_config: bool = False) -> None:
     """Refuse, with one line saying what is missing, a directory the report cannot read."""
-    root = layout.root
-    if not root.is_dir():
+    root = layout.uri
+    if not (layout.root.is_dir() if layout.is_local else layout.names("")):
         raise DataDirError(f"--data-dir {root}: no such directory")
     tables = _present(layout)
-    if not layout.dataset_md.is_file() and not tables:
+    has_dataset = layout.exists(DATASET_MD)
+    if not has_dataset and not tables:
         raise DataDirError(
             f"{root} is not a fleetgen data directory (no manifests/dataset.md, no tables under delta/); "
-            "write one first, e.g. fleetgen backfill --start ... --end ... --data-dir " + str(root)
+            "write one first, e.g. fleetgen backfill --start ... --end ... --data-dir " + root
         )
     if not tables:
         raise DataDirError(
             f"{root} has no tables yet ({', '.join('delta/' + t for t in TABLES)} have no commits); "
             "let the pipeline finish at least one interval first"
         )
-    if not layout.dataset_md.is_file() and not have_config:
+    if not has_dataset and not have_config:
         raise DataDirError(
-            f"{layout.dataset_md} is missing, so what was asked is unknown; "
+            f"{layout.location(DATASET_MD)} is missing, so what was asked is unknown; "
             "pass --config with the config this directory was generated with"
         )
 
@@ -65,11 +65,11 @@ def _micros_to_time(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _load(spark: SparkSession, layout: Layout, name: str) -> DataFrame:
+def _load(spark: SparkSession, layout: DataDir, name: str) -> DataFrame:
     return spark.read.format("delta").load(str(layout.table(name)))
 
 
-def _read_batches(spark: SparkSession, layout: Layout) -> pd.DataFrame:
+def _read_batches(spark: SparkSession, layout: DataDir) -> pd.DataFrame:
     table = _load(spark, layout, "batches")
     stamps = [f.name for f in table.schema.fields if f.dataType.typeName() == "timestamp"]
     columns = [F.unix_micros(F.col(c)).alias(c) if c in stamps else F.col(c) for c in table.columns]
@@ -77,7 +77,7 @@ def _read_batches(spark: SparkSession, layout: Layout) -> pd.DataFrame:
     return _micros_to_time(frame, stamps).sort_values("interval_start").reset_index(drop=True)
 
 
-def _read_events(spark: SparkSession, layout: Layout, inputs: ReportInputs) -> None:
+def _read_events(spark: SparkSession, layout: DataDir, inputs: ReportInputs) -> None:
     events = _load(spark, layout, "driver_events")
     inputs.event_types = {r["event_type"]: int(r["count"]) for r in events.groupBy("event_type").count().collect()}
     if inputs.realism_column("late_events") or inputs.realism_column("duplicate_events"):
@@ -134,7 +134,7 @@ def shift_summary(events: DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _read_companies(spark: SparkSession, layout: Layout, inputs: ReportInputs, history: bool) -> None:
+def _read_companies(spark: SparkSession, layout: DataDir, inputs: ReportInputs, history: bool) -> None:
     table = _load(spark, layout, "companies")
     ticks = table.groupBy(F.unix_micros("created_at").alias("time")).agg(
         F.count("*").alias("n"), F.sum(F.col("active").cast("long")).alias("a")
@@ -149,7 +149,7 @@ def _read_companies(spark: SparkSession, layout: Layout, inputs: ReportInputs, h
     inputs.companies = _micros_to_time(frame.reset_index(drop=True), ["time"])
 
 
-def _active_from_history(spark: SparkSession, layout: Layout, onboarded: pd.DataFrame) -> pd.DataFrame:
+def _active_from_history(spark: SparkSession, layout: DataDir, onboarded: pd.DataFrame) -> pd.DataFrame:
     """Active companies at each change, from the SCD type 2 table: +1 at valid_from, -1 at valid_to."""
     history = _load(spark, layout, "companies_history").filter(F.col("active"))
     starts = history.groupBy(F.unix_micros("valid_from").alias("time")).agg(F.count("*").alias("d"))
@@ -168,30 +168,25 @@ def _active_from_history(spark: SparkSession, layout: Layout, onboarded: pd.Data
     return steps[["time", "onboarded", "active"]]
 
 
-def _read_discards(spark: SparkSession, layout: Layout) -> dict[str, int]:
+def _read_discards(spark: SparkSession, layout: DataDir) -> dict[str, int]:
     rows = _load(spark, layout, "discarded_events").groupBy("source", "reason").count().collect()
     return {f"{r['source']}: {r['reason']}": int(r["count"]) for r in rows}
 
 
-def read_durations(layout: Layout) -> pd.DataFrame | None:
+def read_durations(layout: DataDir) -> pd.DataFrame | None:
     """The "micro-batch done" records of the JSON logs (timestamp, duration_ms, intervals, events), oldest first."""
     rows: list[dict[str, Any]] = []
-    for path in sorted((layout.manifests / "logs").glob("*/generator.log.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            meta = record.get("metadata") or {}
-            if record.get("message") == "micro-batch done" and "duration_ms" in meta:
-                rows.append(
-                    {
-                        "timestamp": record.get("timestamp"),
-                        "duration_ms": int(meta["duration_ms"]),
-                        "intervals": int(meta.get("intervals", 0)),
-                        "events": int(meta.get("events", 0)),
-                    }
-                )
+    for record in read_logs(layout, limit=2**62):
+        meta = record.get("metadata") or {}
+        if record.get("message") == "micro-batch done" and "duration_ms" in meta:
+            rows.append(
+                {
+                    "timestamp": record.get("timestamp"),
+                    "duration_ms": int(meta["duration_ms"]),
+                    "intervals": int(meta.get("intervals", 0)),
+                    "events": int(meta.get("events", 0)),
+                }
+            )
     if not rows:
         return None
     frame = pd.DataFrame(rows)
@@ -205,24 +200,26 @@ def _timed(progress: Progress, what: str, read: Callable[[], str]) -> None:
     progress(f"read {what}: {said} ({time.monotonic() - began:.1f} s)")
 
 
-def asked(layout: Layout, config: Mapping[str, Any] | None = None) -> tuple[Dataset | None, Expected]:
+def asked(layout: DataDir, config: Mapping[str, Any] | None = None) -> tuple[Dataset | None, Expected]:
     """The data directory's record and what it asked for (``config`` instead of the recorded one when given)."""
     dataset: Dataset | None = None
     try:
-        if layout.dataset_md.is_file():
-            dataset = read_dataset(layout.dataset_md)
+        dataset = read_dataset(layout)
         return dataset, Expected.from_config(config if config is not None else dataset.config if dataset else {})
     except FleetGenError:
         raise
     except (KeyError, TypeError, ValueError) as err:
         raise DataDirError(
-            f"{layout.dataset_md}: cannot read the recorded config ({type(err).__name__}: {err}); "
+            f"{layout.location(DATASET_MD)}: cannot read the recorded config ({type(err).__name__}: {err}); "
             "pass --config with the config this directory was generated with"
         ) from err
 
 
-def _shown(root: Path) -> str:
+def _shown(layout: DataDir) -> str:
     """The data directory as a reader knows it: relative to the working directory when inside it."""
+    if not layout.is_local:
+        return layout.uri
+    root = layout.root
     try:
         return str(root.relative_to(Path.cwd())) or "."
     except ValueError:
@@ -231,7 +228,7 @@ def _shown(root: Path) -> str:
 
 def read_inputs(
     spark: SparkSession,
-    layout: Layout,
+    layout: DataDir,
     config: Mapping[str, Any] | None = None,
     progress: Progress = print,
 ) -> ReportInputs:
@@ -239,7 +236,7 @@ def read_inputs(
     check_data_dir(layout, have_config=config is not None)
     dataset, expected = asked(layout, config)
     inputs = ReportInputs(
-        data_dir=_shown(layout.root),
+        data_dir=_shown(layout),
         expected=expected,
         seed=dataset.seed if dataset else None,
         start=iso(dataset.start) if dataset else None,

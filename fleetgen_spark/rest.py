@@ -15,15 +15,13 @@ import ipaddress
 import os
 import secrets
 import socket
-from pathlib import Path
 
-from fleetgen_spark.manifests import Layout, write_text_atomic
+from fleetgen_spark.datadir import DataDir
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "TOKEN_ENV",
-    "TOKEN_FILE",
     "allowed_hosts",
     "allowed_origins",
     "base_url",
@@ -32,12 +30,9 @@ __all__ = [
     "host_header",
     "is_loopback",
     "read_token",
-    "token_path",
-    "write_token",
 ]
 
 TOKEN_ENV = "FLEETGEN_API_TOKEN"
-TOKEN_FILE = "api_token"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18000
 _WILDCARDS = ("0.0.0.0", "::", "")
@@ -82,29 +77,16 @@ def allowed_origins(host: str, port: int) -> frozenset[str]:
     return frozenset(f"http://{value}" for value in allowed_hosts(host, port))
 
 
-def token_path(data_dir: str | os.PathLike[str]) -> Path:
-    return Layout(data_dir).manifests / TOKEN_FILE
-
-
 def draw_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def write_token(path: Path, token: str) -> None:
-    """Save a token owner-only (0600) and atomically: a reader sees the old file or the new one, never half."""
-    write_text_atomic(path, token + "\n")
-
-
-def read_token(data_dir: str | os.PathLike[str]) -> str | None:
+def read_token(data_dir: DataDir | str | os.PathLike[str]) -> str | None:
     """The token a service saved in this data directory, or None when there is none (or it cannot be read)."""
-    try:
-        text = token_path(data_dir).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return text or None
+    return (data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)).read_token()
 
 
-def client_token(data_dir: str | os.PathLike[str] | None) -> str | None:
+def client_token(data_dir: DataDir | str | os.PathLike[str] | None) -> str | None:
     """What a client sends: ``FLEETGEN_API_TOKEN`` when set, else the token saved in its data directory."""
     from_env = os.environ.get(TOKEN_ENV) or None
     if from_env is not None or data_dir is None:

@@ -16,9 +16,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fleetgen_spark.clock import batch_id, iso
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.failures import batch_errors
 from fleetgen_spark.logs import ensure_logging, get_logger, log_event
-from fleetgen_spark.manifests import Layout, update_json
 from fleetgen_spark.sink import UUID_PATTERN, discard_rows, log_discards
 from fleetgen_spark.tables import COMPANIES_HISTORY_SCHEMA, DISCARDED_SCHEMA, retry_conflicts, sql_path
 
@@ -56,11 +56,11 @@ class CompaniesWriter:
     record; ``inactive_company`` names a company whose *first* version is inactive.
     """
 
-    layout: Layout
+    layout: DataDir
     query: str = "companies"
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
-        ensure_logging(self.layout.root)  # on Spark Connect this runs in a Python worker of the server
+        ensure_logging(self.layout)  # on Spark Connect this runs in a Python worker of the server
         with batch_errors(self.query, epoch):
             self._write(df, epoch)
 
@@ -94,8 +94,7 @@ class CompaniesWriter:
             .collect()[0]
         )
         if summary["m"] is not None:
-            update_json(
-                self.layout.state,
+            self.layout.update_state(
                 last_company_batch=batch_id(summary["m"]),
                 last_company_tick=iso(summary["m"]),
                 company_count=int(summary["n"]),

@@ -43,10 +43,10 @@ from fleetgen_spark import __version__
 from fleetgen_spark.api_docs import add_docs
 from fleetgen_spark.config import Config
 from fleetgen_spark.control import Controller, ServiceError, check_speedup
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import FleetGenError, OptionError
 from fleetgen_spark.lock import hold
 from fleetgen_spark.logs import configure_logging, get_logger, log_event, read_logs
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import ProgressListener
 from fleetgen_spark.rest import (
     DEFAULT_HOST,
@@ -57,7 +57,6 @@ from fleetgen_spark.rest import (
     base_url,
     draw_token,
     is_loopback,
-    token_path,
 )
 
 __all__ = [
@@ -282,7 +281,7 @@ def create_app(controller: Controller, token: str, host: str = DEFAULT_HOST, por
     )
     def clean() -> Cleaned:
         removed = controller.clean("api")
-        return Cleaned(**controller.health(), removed=removed, data_dir=str(controller.layout.root))
+        return Cleaned(**controller.health(), removed=removed, data_dir=controller.layout.uri)
 
     @app.get(
         "/logs",
@@ -290,7 +289,7 @@ def create_app(controller: Controller, token: str, host: str = DEFAULT_HOST, por
         responses=_errors(403, 422),
     )
     def logs(level: Level = "DEBUG", since: Since = None, limit: Limit = 100) -> Logs:
-        records = read_logs(controller.layout.root, min_level=level.upper(), since=_parse_since(since), limit=limit)
+        records = read_logs(controller.layout, min_level=level.upper(), since=_parse_since(since), limit=limit)
         return Logs(count=len(records), records=records)
 
     return app
@@ -414,7 +413,7 @@ class Service:
     def __init__(
         self,
         spark: SparkSession,
-        layout: Layout,
+        layout: DataDir,
         config: Config,
         speedup: str = "1",
         host: str = DEFAULT_HOST,
@@ -434,7 +433,7 @@ class Service:
         self.commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self.stop_requested = threading.Event()
         self._stop_trigger = "stop"
-        self._listener = ProgressListener(layout.root)
+        self._listener = ProgressListener(layout)
         self._server: uvicorn.Server | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -475,7 +474,7 @@ class Service:
                 self.stop("failed start")
                 raise ServiceError(f"the REST API did not start on {self.url}", status_code=500)
             time.sleep(0.02)
-        where = token_path(self.controller.layout.root) if self.controller.token else f"${TOKEN_ENV}"
+        where = self.controller.layout.token_location if self.controller.token else f"${TOKEN_ENV}"
         log_event(_log, "service listening", url=self.url, status=self.controller.status, pid=os.getpid(), token=where)
 
     def stop(self, trigger: str = "stop") -> None:
@@ -580,24 +579,27 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(
     config: Config,
-    data_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | DataDir,
     *,
     master: str | None = None,
     remote: str | None = None,
     speedup: str | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    conf: Mapping[str, str] | None = None,
 ) -> int:
-    """``fleetgen run``: the SparkSession, both queries and the REST API in one process."""
+    """``fleetgen run``: the SparkSession, both queries and the REST API in one process.
+
+    ``conf``: Spark settings (``--conf``), also the data directory's storage settings."""
     token = os.environ.get(TOKEN_ENV) or None  # None: the service draws one and saves it for its clients
     check_bind(host, token)  # before Spark starts: refuse fast
     check_speedup(speedup or "1")
-    layout = Layout(data_dir)
+    layout = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir, conf)
     hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
-    configure_logging(layout.root)
+    configure_logging(layout)
     from fleetgen_spark.session import spark_session
 
-    spark = spark_session(master, app_name="fleetgen-run", remote=remote)
+    spark = spark_session(master, app_name="fleetgen-run", remote=remote, storage=layout.uri, **dict(conf or {}))
     service = Service(spark, layout, config, speedup or "1", host, port, token)
     try:
         return service.run_forever()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -22,13 +22,36 @@ from pyspark.sql import SparkSession
 
 from fleetgen_spark.exceptions import OptionError
 
-__all__ = ["DELTA_PACKAGE", "VERBOSE_ENV", "base_conf", "delta_jars", "register", "spark_session", "verbose"]
+__all__ = [
+    "DELTA_PACKAGE",
+    "S3A_PACKAGES",
+    "VERBOSE_ENV",
+    "base_conf",
+    "delta_jars",
+    "register",
+    "s3a_jars",
+    "spark_session",
+    "verbose",
+]
 
 # delta-spark's pip helper asks for the jar of its own version (4.4.1), but Maven Central
 # serves delta-spark_4.2_2.13 only at 4.4.0 for Spark 4.2; the Python API of the 4.4.1
 # wheel drives the 4.4.0 jar unchanged (a patch release). Spark resolves the jar through
 # Ivy into ~/.ivy2.5.2 on first use and reads it from there afterwards.
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+# Hadoop's S3A client for pyspark's bundled Hadoop 3.5.0, and the AWS SDK v2 modules it calls, without
+# their transitive Hadoop, Netty, SLF4J and HTTP-client jars (pyspark ships those) and without the 686 MB
+# SDK `bundle` jar that hadoop-aws's POM names: 36 jars, 13 MB. Versions as measured together.
+S3A_PACKAGES = (
+    "org.apache.hadoop:hadoop-aws:3.5.0",
+    "software.amazon.awssdk:s3:2.35.4",
+    "software.amazon.awssdk:s3-transfer-manager:2.35.4",
+    "software.amazon.awssdk:sts:2.35.4",
+    # hadoop-aws 3.5.0 loads its stream factory from it at the first s3a:// access (ClassNotFoundException
+    # software.amazon.s3.analyticsaccelerator.request.ObjectClient without it).
+    "software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:1.3.1",
+)
+_S3A_EXCLUDED = ("io.netty", "org.slf4j", "org.apache.httpcomponents", "commons-codec", "commons-logging")
 # "1" shows Spark's own log (WARN and up, Spark's default profile); anything else keeps it quiet.
 VERBOSE_ENV = "FLEETGEN_VERBOSE"
 # Lines the JVM prints outside log4j on every start: not ours, and nothing a user can act on.
@@ -60,17 +83,52 @@ def delta_jars() -> list[str] | None:
     1.7 s for a fully cached resolve here). None when the jars cannot be fetched: the caller
     falls back to ``spark.jars.packages`` and Spark says what went wrong.
     """
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fleetgen" / "jars"
-    folder = cache / DELTA_PACKAGE.replace(":", "_")
-    if not (folder / ".complete").is_file() and not _resolve_with_ivy(folder):
+    folder = _jar_cache() / DELTA_PACKAGE.replace(":", "_")
+    module = _ivy_module([DELTA_PACKAGE])
+    if not (folder / ".complete").is_file() and not _resolve_with_ivy(
+        folder, module, f"the Delta Lake jars ({DELTA_PACKAGE})"
+    ):
         return None
-    # Spark provides Scala and itself: Spark's own resolver excludes them the same way.
-    return sorted(
-        str(p) for p in folder.glob("*.jar") if not p.name.startswith(("org.scala-lang_", "org.apache.spark_"))
+    # Spark provides Scala and itself: Spark's own resolver excludes them the same way. Delta 4.4.0's POM also
+    # names hadoop-client-api/runtime 3.4.2; pyspark's own 3.5.0 must be the only Hadoop (S3A is 3.5.0's).
+    provided = ("org.scala-lang_", "org.apache.spark_", "org.apache.hadoop_hadoop-client-")
+    return sorted(str(p) for p in folder.glob("*.jar") if not p.name.startswith(provided))
+
+
+def s3a_jars() -> list[str] | None:
+    """Hadoop's S3A client and the AWS SDK modules it needs (:data:`S3A_PACKAGES`), resolved once and cached
+    like :func:`delta_jars`; None when they cannot be fetched (Spark then says ``No FileSystem for scheme "s3a"``)."""
+    folder = _jar_cache() / "s3a_hadoop-aws-3.5.0-2"
+    module = _ivy_module(S3A_PACKAGES, _S3A_EXCLUDED, alone=S3A_PACKAGES[:1])
+    if not (folder / ".complete").is_file() and not _resolve_with_ivy(folder, module, "Hadoop's S3A jars"):
+        return None
+    return sorted(str(p) for p in folder.glob("*.jar"))
+
+
+def _jar_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fleetgen" / "jars"
+
+
+def _ivy_module(packages: Iterable[str], excluded: Iterable[str] = (), alone: Iterable[str] = ()) -> str:
+    """An ivy.xml asking for ``packages`` (those in ``alone`` without their own dependencies: hadoop-aws's
+    are pyspark's Hadoop and the SDK bundle), each without the ``excluded`` organisations."""
+    excludes = "".join(f'<exclude org="{org}"/>' for org in excluded)
+    lines = []
+    for package in packages:
+        org, name, rev = package.split(":")
+        transitive = "false" if package in set(alone) else "true"
+        lines.append(
+            f'<dependency org="{org}" name="{name}" rev="{rev}" transitive="{transitive}" '
+            f'conf="default->default">{excludes}</dependency>'
+        )
+    return (
+        '<ivy-module version="2.0"><info organisation="fleetgen" module="jars"/>'
+        '<configurations><conf name="default"/></configurations>'
+        f"<dependencies>{''.join(lines)}</dependencies></ivy-module>\n"
     )
 
 
-def _resolve_with_ivy(folder: Path) -> bool:
+def _resolve_with_ivy(folder: Path, module: str, what: str) -> bool:
     """Retrieve the jars into a private folder, then rename it into place: two first runs at
     once both succeed, and a run killed half-way leaves no folder that looks complete."""
     import pyspark
@@ -79,14 +137,15 @@ def _resolve_with_ivy(folder: Path) -> bool:
     java = Path(os.environ["JAVA_HOME"]) / "bin" / "java" if os.environ.get("JAVA_HOME") else shutil.which("java")
     if not ivy or java is None:
         return False
-    organisation, module, revision = DELTA_PACKAGE.split(":")
     work = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    print(f"fleetgen: fetching the Delta Lake jars ({DELTA_PACKAGE}) once into {folder} ...", file=sys.stderr)
+    spec = work.with_name(work.name + ".ivy.xml")
+    spec.write_text(module, encoding="utf-8")
+    print(f"fleetgen: fetching {what} once into {folder} ...", file=sys.stderr)
     command = [
         str(java), "-jar", str(ivy[-1]), "-error", "-confs", "default",
-        "-dependency", organisation, module, revision,
+        "-ivy", str(spec),
         "-cache", str(_ivy_home() / "cache"),
         "-retrieve", str(work / "[organization]_[artifact]-[revision](-[classifier]).[ext]"),
     ]  # fmt: skip
@@ -103,6 +162,7 @@ def _resolve_with_ivy(folder: Path) -> bool:
         return False
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        spec.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -177,19 +237,25 @@ def _loopback_cluster(master: str | None) -> bool:
     return urlsplit(master).hostname in ("127.0.0.1", "localhost", "::1")
 
 
-def _launch_conf(settings: dict[str, str], quiet: bool) -> None:
+def _launch_conf(settings: dict[str, str], quiet: bool, more_jars: list[str]) -> None:
     """For a JVM this process starts: the Delta jars as files instead of Ivy (both modes, so the
     classpath never depends on verbosity) and, when quiet, Spark's log at ERROR via our file."""
     jars = delta_jars()
     if jars is not None:
         del settings["spark.jars.packages"]
-        settings["spark.jars"] = ",".join(jars)
+    settings["spark.jars"] = ",".join([*(jars or []), *more_jars])
+    if not settings["spark.jars"]:
+        del settings["spark.jars"]
     if quiet:
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}"
 
 
 def spark_session(
-    master: str | None = None, app_name: str = "fleetgen", remote: str | None = None, **conf: Any
+    master: str | None = None,
+    app_name: str = "fleetgen",
+    remote: str | None = None,
+    storage: str | None = None,
+    **conf: Any,
 ) -> SparkSession:
     """A SparkSession with Delta Lake and both sources; ``master`` defaults to ``local[*]``
     unless spark-submit already set one. With ``remote`` (``sc://host:port``, or ``local[N]`` for
@@ -198,10 +264,18 @@ def spark_session(
 
     Quiet unless ``FLEETGEN_VERBOSE=1``: Spark logs errors only and the JVM's start-up lines
     are dropped. The Spark UI binds to ``SPARK_LOCAL_IP`` (Spark has no setting of its own for
-    the UI's address; ``fleetgen`` sets it to ``--host``)."""
+    the UI's address; ``fleetgen`` sets it to ``--host``).
+
+    ``storage``: the data directory's URI; an ``s3a://`` one (or an ``fs.s3a.*`` setting) adds Hadoop's
+    S3A jars (:func:`s3a_jars`) to a JVM this process starts."""
     extra = {k if "." in k else k.replace("_", "."): str(v) for k, v in conf.items()}
     remote = remote or os.environ.get("SPARK_REMOTE") or None
-    spark = _connect_session(remote, app_name, extra) if remote else _classic_session(master, app_name, extra)
+    needs_s3a = (storage or "").startswith("s3a://") or any(".s3a." in k for k in extra)
+    jars = (s3a_jars() or []) if needs_s3a else []
+    if remote:
+        spark = _connect_session(remote, app_name, extra, jars)
+    else:
+        spark = _classic_session(master, app_name, extra, jars)
     register(spark)
     return spark
 
@@ -215,7 +289,7 @@ def _use_this_python() -> None:
         os.environ["PYSPARK_PYTHON"] = os.path.abspath(os.environ["PYSPARK_PYTHON"])
 
 
-def _classic_session(master: str | None, app_name: str, extra: dict[str, str]) -> SparkSession:
+def _classic_session(master: str | None, app_name: str, extra: dict[str, str], jars: list[str]) -> SparkSession:
     _use_this_python()
     builder = SparkSession.builder.appName(app_name)
     if master is not None:
@@ -226,7 +300,7 @@ def _classic_session(master: str | None, app_name: str, extra: dict[str, str]) -
     launching = "PYSPARK_GATEWAY_PORT" not in os.environ and SparkSession.getActiveSession() is None
     quiet = launching and not verbose()
     if launching:
-        _launch_conf(settings, quiet)
+        _launch_conf(settings, quiet, jars)
     if os.environ.get("FLEETGEN_SPARK_UI") == "off":  # fleetgen --spark-ui off
         settings["spark.ui.enabled"] = "false"
     if _loopback_cluster(master):
@@ -250,7 +324,7 @@ _SERVER_ONLY = ("spark.jars", "spark.sql.extensions", "spark.sql.catalog.spark_c
 CONNECT_PORT = 15002
 
 
-def _connect_session(remote: str, app_name: str, extra: dict[str, str]) -> SparkSession:
+def _connect_session(remote: str, app_name: str, extra: dict[str, str], jars: list[str]) -> SparkSession:
     """A Spark Connect session: a server of its own for ``local[N]``, else the server at ``remote``."""
     if not remote.startswith(("local", "sc://")):
         raise OptionError(f"remote {remote!r} is not a Spark Connect address; use sc://host:port or local[N]")
@@ -262,7 +336,7 @@ def _connect_session(remote: str, app_name: str, extra: dict[str, str]) -> Spark
             "install them with: pip install 'fleetgen-spark[connect]'"
         ) from err
     if remote.startswith("local"):
-        remote = _start_local_connect_server(remote, app_name, extra)
+        remote = _start_local_connect_server(remote, app_name, extra, jars)
     settings = {**base_conf(), **extra}
     # A running server was configured when it started (Delta's jar and extensions, see the README);
     # a client can only set runtime SQL settings. Pyspark ignores the others silently.
@@ -278,7 +352,7 @@ def _connect_session(remote: str, app_name: str, extra: dict[str, str]) -> Spark
         return cast(SparkSession, builder.getOrCreate())
 
 
-def _start_local_connect_server(master: str, app_name: str, extra: dict[str, str]) -> str:
+def _start_local_connect_server(master: str, app_name: str, extra: dict[str, str], jars: list[str]) -> str:
     """Start a Spark Connect server in this process, as ``builder.remote("local[N]")`` does, and
     return its ``sc://`` address.
 
@@ -300,7 +374,7 @@ def _start_local_connect_server(master: str, app_name: str, extra: dict[str, str
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
     }
-    _classic_session(master, app_name, server)
+    _classic_session(master, app_name, server, jars)
     # What pyspark's remote("local[N]") sets: functions dispatch to Connect, and the client's stop()
     # stops this in-process server as well.
     os.environ["SPARK_LOCAL_REMOTE"] = "1"

@@ -24,13 +24,13 @@ from fleetgen_spark.checkpoint import epoch_range
 from fleetgen_spark.churn import Churn, churn_of, inactive_spans
 from fleetgen_spark.clock import batch_id, from_epoch, iso
 from fleetgen_spark.config import EVENT_TYPES
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import event_shapes, onboarding_plan
 from fleetgen_spark.exceptions import GenerationError
 from fleetgen_spark.failures import batch_errors
 from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, company_ids
 from fleetgen_spark.ledger import Ledger
 from fleetgen_spark.logs import ensure_logging, get_logger, log_event
-from fleetgen_spark.manifests import Layout, read_json, update_json
 from fleetgen_spark.messy import AnswerKey, answer_key, lookback
 from fleetgen_spark.options import SourceOptions
 from fleetgen_spark.schedule import OnboardingPlan
@@ -47,7 +47,7 @@ _END_OF_TIME_S = 253_402_300_799
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 
-def append_table(df: DataFrame, layout: Layout, table: str, tag: str, merge_schema: bool = False) -> None:
+def append_table(df: DataFrame, layout: DataDir, table: str, tag: str, merge_schema: bool = False) -> None:
     """Append to an existing table, retried on commit conflicts; ``tag`` shows in DESCRIBE HISTORY.
 
     ``merge_schema`` adds the columns a table created by an older release lacks (batches' answer key).
@@ -84,7 +84,7 @@ class EventsWriter:
     the companies query has MERGEd every company eligible in its intervals.
     """
 
-    layout: Layout
+    layout: DataDir
     options: SourceOptions
     sim_start_s: int
     ledger: Ledger | None = None
@@ -111,7 +111,7 @@ class EventsWriter:
         return self.options.config.interval_seconds
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
-        ensure_logging(self.layout.root)  # on Spark Connect this runs in a Python worker of the server
+        ensure_logging(self.layout)  # on Spark Connect this runs in a Python worker of the server
         with batch_errors(self.query, epoch):
             self._write(df, epoch)
 
@@ -121,7 +121,7 @@ class EventsWriter:
         if self.ledger is None:
             self.ledger = Ledger.load(spark, self.layout)
         ledger = self.ledger
-        epoch_from, to_s = epoch_range(self.layout.checkpoint(self.query), epoch)
+        epoch_from, to_s = epoch_range(self.layout, self.query, epoch)
         # The ledger's end, or the simulation start: every interval from there on must be written.
         from_s = self.sim_start_s if ledger.written_until is None else ledger.written_until
         if epoch_from > from_s:
@@ -170,7 +170,7 @@ class EventsWriter:
             return
         needed = plan.onboarded_before(last_start)
         deadline = time.monotonic() + self.wait_for_companies_s
-        while int(read_json(self.layout.state).get("company_count", 0)) < needed:
+        while (self.layout.read_state().company_count or 0) < needed:
             if time.monotonic() > deadline:
                 log_event(
                     _log,
@@ -339,8 +339,7 @@ class EventsWriter:
     ) -> None:
         """The manifest and the state file follow the ledger (written after the tables, never before)."""
         ledger.write_manifest(self.layout)
-        update_json(
-            self.layout.state,
+        self.layout.update_state(
             last_driver_batch=ledger.last_batch_id,
             last_driver_interval_end=iso(rows[-1][2]),
             batches_generated_count=ledger.batch_count,

@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BooleanType, DateType, LongType, StringType, StructField, StructType, TimestampType
 
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.generate import COMPANY_SCHEMA, EVENT_SCHEMA
 from fleetgen_spark.logs import get_logger, log_event
-from fleetgen_spark.manifests import Layout
 
 __all__ = [
     "BATCHES_SCHEMA",
@@ -29,7 +28,6 @@ __all__ = [
     "EVENT_STATS_COLUMNS",
     "TABLES",
     "ensure_tables",
-    "has_commits",
     "is_conflict",
     "retry_conflicts",
     "sql_path",
@@ -97,18 +95,12 @@ TABLES: dict[str, tuple[StructType, str | None, dict[str, str]]] = {
 }
 
 
-def has_commits(table: Path) -> bool:
-    """Whether the folder ``table`` holds a Delta table with at least one commit."""
-    log = table / "_delta_log"
-    return log.is_dir() and any(p.name.endswith(".json") and p.name[:20].isdigit() for p in log.iterdir())
-
-
-def sql_path(layout: Layout, table: str) -> str:
+def sql_path(layout: DataDir, table: str) -> str:
     """``delta.`path``` of a table, for SQL (a backtick in the path is doubled, as SQL quotes it)."""
     return "delta.`" + str(layout.table(table)).replace("`", "``") + "`"
 
 
-def _create_sql(layout: Layout, name: str) -> str:
+def _create_sql(layout: DataDir, name: str) -> str:
     schema, partition, properties = TABLES[name]
     columns = ", ".join(
         f"`{f.name}` {f.dataType.simpleString().upper()}{'' if f.nullable else ' NOT NULL'}" for f in schema.fields
@@ -121,13 +113,13 @@ def _create_sql(layout: Layout, name: str) -> str:
     return sql
 
 
-def ensure_tables(spark: SparkSession, layout: Layout) -> list[str]:
+def ensure_tables(spark: SparkSession, layout: DataDir) -> list[str]:
     """Create every table of the data directory that does not exist yet (empty); name those created.
 
     A companies table written by an older release gains what this one expects (``updated_at``,
     Change Data Feed), and a new companies_history starts from the companies already there.
     """
-    created = [name for name in TABLES if not has_commits(layout.table(name))]
+    created = [name for name in TABLES if not layout.has_commits(name)]
     for name in created:
         retry_conflicts(lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")  # type: ignore[misc]
     if "companies" not in created:
@@ -135,7 +127,7 @@ def ensure_tables(spark: SparkSession, layout: Layout) -> list[str]:
     return created
 
 
-def _upgrade_companies(spark: SparkSession, layout: Layout, history_created: bool) -> None:
+def _upgrade_companies(spark: SparkSession, layout: DataDir, history_created: bool) -> None:
     companies = sql_path(layout, "companies")
     if "updated_at" not in spark.read.format("delta").load(str(layout.table("companies"))).columns:
         # Every version so far was a company's first: updated_at = created_at.

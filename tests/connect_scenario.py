@@ -88,13 +88,13 @@ def delta_table_api(spark: Any, table: Path) -> str:
 def pipeline(spark: Any, data_dir: Path) -> dict[str, Any]:
     """The whole pipeline (companies MERGE, events, batches, manifests) on a Connect session."""
     from fleetgen_spark import load_config
-    from fleetgen_spark.manifests import Layout
+    from fleetgen_spark.datadir import DataDir
     from fleetgen_spark.pipeline import Pipeline
 
     def instant(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
-    layout = Layout(str(data_dir))
+    layout = DataDir(str(data_dir))
     run = Pipeline(
         spark, layout, load_config("small"), speedup="max", start=instant(START), end=instant(END),
         max_intervals_per_trigger=8,

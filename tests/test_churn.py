@@ -16,9 +16,9 @@ from pyspark.sql import functions as F
 from fleetgen_spark import churn as churn_module
 from fleetgen_spark.churn import DEACTIVATE_SHARE, Churn, changes_at, inactive_spans, state_at
 from fleetgen_spark.config import load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import ConfigError
 from fleetgen_spark.generate import company_batch, driver_counts, event_batches
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.schedule import OnboardingPlan
 from fleetgen_spark.source import event_spec
@@ -164,7 +164,7 @@ def _week(spark: SparkSession, root: Path, **overrides: object) -> Pipeline:
     )
     pipeline = Pipeline(
         spark,
-        Layout(root),
+        DataDir(root),
         config,
         speedup="max",
         start=START,
@@ -268,11 +268,11 @@ def test_change_data_feed_shows_the_changes(spark: SparkSession, week: Pipeline)
 
 def test_churn_rate_is_part_of_a_data_directory_identity(spark: SparkSession, tmp_path: Path) -> None:
     config = load_config("small")
-    Pipeline(spark, Layout(tmp_path), config, speedup="max", start=START, end=START + timedelta(hours=1))
+    Pipeline(spark, DataDir(tmp_path), config, speedup="max", start=START, end=START + timedelta(hours=1))
     with pytest.raises(ConfigError, match=r"company_churn_rate 0\.1 differs from the company_churn_rate 0\.0"):
         Pipeline(
             spark,
-            Layout(tmp_path),
+            DataDir(tmp_path),
             load_config("small", company_churn_rate=0.1),
             speedup="max",
             start=START,
@@ -285,7 +285,7 @@ def test_messy_delivery_with_churn_discards_exactly_the_bad_records(spark: Spark
     """A late event is judged by its own interval: validation discards the bad records and nothing else."""
     config = load_config("messy", number_of_companies=20, companies_per_onboarding=10, company_churn_rate=0.2)
     pipeline = Pipeline(
-        spark, Layout(tmp_path), config, speedup="max", start=START, end=START + timedelta(days=1),
+        spark, DataDir(tmp_path), config, speedup="max", start=START, end=START + timedelta(days=1),
         max_intervals_per_trigger=32,
     )  # fmt: skip
     pipeline.run_available_now()
@@ -300,7 +300,7 @@ def test_messy_delivery_with_churn_discards_exactly_the_bad_records(spark: Spark
 def test_a_companies_table_from_an_older_release_gains_updated_at_and_a_history(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     old = company_batch(100, 0, 5, int(START.timestamp())).drop_columns(["updated_at"])
     spark.createDataFrame(old.to_pandas()).write.format("delta").save(str(layout.table("companies")))
     Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=START + timedelta(hours=1))
@@ -334,10 +334,10 @@ def test_one_run_or_two_consecutive_runs_write_the_same_tables(spark: SparkSessi
     def run(root: Path, *ends: datetime) -> dict[str, list[tuple[object, ...]]]:
         for end in ends:
             Pipeline(
-                spark, Layout(root), load_config("living"), speedup="max", start=START, end=end,
+                spark, DataDir(root), load_config("living"), speedup="max", start=START, end=end,
                 max_intervals_per_trigger=32,
             ).run_available_now()  # fmt: skip
-        layout = Layout(root)
+        layout = DataDir(root)
         tables = {"driver_events": ["event_id", "timestamp", "company_id", "event_type"]}
         tables |= {"companies_history": ["company_id", "company_name", "active", "valid_from", "valid_to"]}
         tables |= {"companies": ["company_id", "company_name", "active", "updated_at"]}

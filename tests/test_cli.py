@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pyspark.sql import SparkSession
 
 import fleetgen_spark
 from fleetgen_spark import cli
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.progress import Progress
 
 # Variables the CLI reads or sets; each test starts without them and leaves none behind.
@@ -64,6 +66,9 @@ BAD_INPUTS: list[tuple[list[str], dict[str, str], int, tuple[str, ...]]] = [
     (["backfill", *BACKFILL], {"FLEETGEN_SPARK_UI": "maybe"}, 1, ("FLEETGEN_SPARK_UI", "on or off")),
     (["backfill", *BACKFILL, "--spark-ui", "perhaps"], {}, 1, ("--spark-ui", "on or off")),
     (["logs", "--limit", "0"], {}, 1, ("--limit", "1 to 1,000")),
+    (["backfill", *BACKFILL, "--conf", "novalue"], {}, 1, ("--conf 'novalue'", "KEY=VALUE")),
+    (["backfill", *BACKFILL, "--data-dir", "gs://b/x"], {}, 1, ("'gs://b/x'", "not supported", "s3a://bucket/prefix")),
+    (["run", "--data-dir", "dbfs:/x"], {}, 1, ("'dbfs:/x'", "not supported", "hdfs://host:port/path")),
     (["logs", "--limit", "many"], {}, 1, ("--limit",)),
     (["backfill", *BACKFILL, "--max-intervals-per-trigger", "0"], {}, 1, ("--max-intervals-per-trigger", "1 to")),
     (["events", "--now", "--speedup", "max"], {}, 1, ("--speedup max", "backfill")),
@@ -249,12 +254,22 @@ def test_the_spark_ui_binds_to_the_host_or_is_off(capsys: pytest.CaptureFixture[
     assert os.environ["FLEETGEN_SPARK_UI"] == "off" and "SPARK_LOCAL_IP" not in os.environ
 
 
+def _written(manifest: Path) -> Callable[[], tuple[int, int]]:
+    """What the CLI hands Progress: the batch manifest's counts, read afresh."""
+
+    def read() -> tuple[int, int]:
+        data = read_json(manifest)
+        return int(data.get("batch_count", 0)), int(data.get("total_events", 0))
+
+    return read
+
+
 def test_progress_without_a_terminal_is_a_plain_line_per_micro_batch_with_rate_and_time_left(tmp_path: Path) -> None:
     import io
 
     manifest = tmp_path / "batch_manifest.json"
     stream = io.StringIO()
-    progress = Progress(24, manifest, stream=stream, every_s=0)
+    progress = Progress(24, _written(manifest), stream=stream, every_s=0)
     progress.update()
     progress.update()  # nothing moved: no line
     manifest.write_text(json.dumps({"batch_count": 8, "total_events": 480}))
@@ -275,7 +290,7 @@ def test_progress_counts_only_this_runs_events_and_starts_from_what_the_director
     manifest = tmp_path / "batch_manifest.json"
     manifest.write_text(json.dumps({"batch_count": 8, "total_events": 480}))
     stream = io.StringIO()
-    progress = Progress(24, manifest, stream=stream, every_s=0)
+    progress = Progress(24, _written(manifest), stream=stream, every_s=0)
     manifest.write_text(json.dumps({"batch_count": 16, "total_events": 1000}))
     progress.close()
     assert stream.getvalue().splitlines()[-1].startswith("intervals 16/24 (66%), 520 events")
@@ -290,7 +305,7 @@ def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path)
 
     manifest = tmp_path / "batch_manifest.json"
     stream = Terminal()
-    progress = Progress(24, manifest, stream=stream)
+    progress = Progress(24, _written(manifest), stream=stream)
     manifest.write_text(json.dumps({"batch_count": 8, "total_events": 480}))
     progress.update()
     last = stream.getvalue().split("\r")[-1]

@@ -14,8 +14,8 @@ from pyspark.sql import SparkSession
 from fleetgen_spark.cli import main
 from fleetgen_spark.client import format_health, format_record
 from fleetgen_spark.config import load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.logs import configure_logging
-from fleetgen_spark.manifests import Layout, update_json
 from fleetgen_spark.service import Service
 
 TOKEN = "client-test-token"
@@ -30,9 +30,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def service(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A service that starts paused (so no Spark work runs) and wants a token for POSTs."""
-    layout = Layout(tmp_path_factory.mktemp("client") / "data")
-    update_json(layout.state, paused=True)
-    configure_logging(layout.root, stderr=False)
+    layout = DataDir(tmp_path_factory.mktemp("client") / "data")
+    layout.update_state(paused=True)
+    configure_logging(layout, stderr=False)
     running = Service(spark, layout, load_config("small"), "3600", "127.0.0.1", 0, TOKEN)
     running.start()
     yield running
@@ -131,9 +131,9 @@ def test_the_client_of_a_data_dir_uses_the_token_the_service_drew(
 ) -> None:
     """No FLEETGEN_API_TOKEN: the service draws one, saves it owner-only, the CLI of that --data-dir reads it."""
     monkeypatch.delenv("FLEETGEN_API_TOKEN", raising=False)
-    layout = Layout(tmp_path / "data")
-    update_json(layout.state, paused=True)
-    configure_logging(layout.root, stderr=False)
+    layout = DataDir(tmp_path / "data")
+    layout.update_state(paused=True)
+    configure_logging(layout, stderr=False)
     drawn = Service(spark, layout, load_config("small"), "3600", "127.0.0.1", 0)
     drawn.start()
     try:

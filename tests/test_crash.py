@@ -16,7 +16,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from fleetgen_spark import load_config
-from fleetgen_spark.manifests import Layout, read_json
+from fleetgen_spark.datadir import DataDir
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.pipeline import Pipeline
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
@@ -38,12 +39,12 @@ def _commits(table: Path) -> set[str]:
     return {p.name for p in log.glob("*.json")} if log.is_dir() else set()
 
 
-def _wait_to_kill(proc: subprocess.Popen[bytes], layout: Layout, mode: str, rng: random.Random) -> bool:
+def _wait_to_kill(proc: subprocess.Popen[bytes], layout: DataDir, mode: str, rng: random.Random) -> bool:
     """Wait for the moment to kill; False if the process finished on its own first."""
-    events_log = layout.table("driver_events") / "_delta_log"
+    events_log = Path(layout.table("driver_events")) / "_delta_log"
     deadline = time.monotonic() + 300
     # Let the job get going: wait until the events table has its first commit.
-    while not _commits(layout.table("driver_events")):
+    while not _commits(Path(layout.table("driver_events"))):
         if proc.poll() is not None or time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -51,7 +52,7 @@ def _wait_to_kill(proc: subprocess.Popen[bytes], layout: Layout, mode: str, rng:
         # Kill inside (or straight after) a Delta commit of driver_events: a temporary commit
         # file is visible, or a new commit has landed and the batches commit of that
         # micro-batch has not yet followed.
-        seen = _commits(layout.table("driver_events"))
+        seen = _commits(Path(layout.table("driver_events")))
         while proc.poll() is None and time.monotonic() < deadline:
             names = {p.name for p in events_log.iterdir()} if events_log.is_dir() else set()
             landed = {n for n in names if n.endswith(".json")} - seen
@@ -68,14 +69,14 @@ def _wait_to_kill(proc: subprocess.Popen[bytes], layout: Layout, mode: str, rng:
     return True
 
 
-def _rows(spark: SparkSession, layout: Layout, table: str, drop: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+def _rows(spark: SparkSession, layout: DataDir, table: str, drop: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
     df = spark.read.format("delta").load(str(layout.table(table))).drop(*drop)
     return sorted(tuple(r) for r in df.select(sorted(df.columns)).collect())
 
 
 @pytest.mark.slow
 def test_backfill_killed_and_restarted_equals_uninterrupted_run(spark: SparkSession, tmp_path: Path) -> None:
-    crashed = Layout(tmp_path / "crashed")
+    crashed = DataDir(tmp_path / "crashed")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     rng = random.Random(20251108)
     kills = 0
@@ -93,7 +94,7 @@ def test_backfill_killed_and_restarted_equals_uninterrupted_run(spark: SparkSess
     final = subprocess.run(_command(crashed.root), cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
 
-    reference = Layout(tmp_path / "reference")
+    reference = DataDir(tmp_path / "reference")
     Pipeline(
         spark, reference, load_config("small"), speedup="max", start=START,
         end=START + timedelta(hours=HOURS), max_intervals_per_trigger=4,

@@ -18,10 +18,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark import ConfigError, OptionError, load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import check_start, ensure_dataset
 from fleetgen_spark.exceptions import GenerationError
 from fleetgen_spark.lock import DataDirBusy, hold, release
-from fleetgen_spark.manifests import Layout, read_json
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.tables import TABLES, sql_path
 
@@ -31,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"companies_per_onboarding": 2, "company_onboarding_interval": "PT1H"}
 
 
-def _pipeline(spark: SparkSession, data_dir: Path, hours: float, **kwargs: object) -> Pipeline:
+def _pipeline(spark: SparkSession, data_dir: Path | DataDir, hours: float, **kwargs: object) -> Pipeline:
     return Pipeline(
         spark,
-        Layout(data_dir),
+        data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir),
         load_config("small", **SMALL),
         speedup="max",
         start=START,
@@ -43,39 +44,39 @@ def _pipeline(spark: SparkSession, data_dir: Path, hours: float, **kwargs: objec
     )
 
 
-def _backfill(spark: SparkSession, data_dir: Path, hours: float, **kwargs: object) -> Pipeline:
+def _backfill(spark: SparkSession, data_dir: Path | DataDir, hours: float, **kwargs: object) -> Pipeline:
     pipeline = _pipeline(spark, data_dir, hours, **kwargs)
     pipeline.run_available_now()
     return pipeline
 
 
-def _rows(spark: SparkSession, layout: Layout, table: str) -> list[tuple[object, ...]]:
+def _rows(spark: SparkSession, layout: DataDir, table: str) -> list[tuple[object, ...]]:
     df = spark.read.format("delta").load(str(layout.table(table)))
     df = df.drop(*[c for c in ("generation_time", "discarded_at") if c in df.columns])
     return sorted(tuple(r) for r in df.select(sorted(df.columns)).collect())
 
 
-def _assert_equal_to(spark: SparkSession, got: Layout, reference: Layout) -> None:
+def _assert_equal_to(spark: SparkSession, got: DataDir, reference: DataDir) -> None:
     for table in ("driver_events", "batches", "companies", "discarded_events"):
         assert _rows(spark, got, table) == _rows(spark, reference, table), table
     events = spark.read.format("delta").load(str(got.table("driver_events")))
     assert events.select("event_id").distinct().count() == events.count()
     batches = spark.read.format("delta").load(str(got.table("batches")))
-    manifest = read_json(got.batch_manifest)
-    assert manifest["batch_count"] == batches.count()
-    assert manifest["total_events"] == events.count()
-    assert manifest["last_batch_id"] == batches.agg(F.max("batch_id")).collect()[0][0]
+    manifest = got.read_manifest()
+    assert manifest.batch_count == batches.count()
+    assert manifest.total_events == events.count()
+    assert manifest.last_batch_id == batches.agg(F.max("batch_id")).collect()[0][0]
 
 
 @pytest.fixture(scope="module")
-def reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Layout:
+def reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> DataDir:
     """An uninterrupted backfill of three hours."""
     return _backfill(spark, tmp_path_factory.mktemp("reference"), 3, max_intervals_per_trigger=4).layout
 
 
 @pytest.mark.parametrize("removed", ["all", "driver_events", "companies"])
 def test_deleted_checkpoints_resume_after_the_ledger(
-    spark: SparkSession, tmp_path: Path, reference: Layout, removed: str
+    spark: SparkSession, tmp_path: Path, reference: DataDir, removed: str
 ) -> None:
     layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=3).layout
     shutil.rmtree(layout.root / "checkpoints" / ("" if removed == "all" else removed))
@@ -85,14 +86,14 @@ def test_deleted_checkpoints_resume_after_the_ledger(
 
 
 def test_a_crash_between_the_two_commits_of_a_micro_batch(
-    spark: SparkSession, tmp_path: Path, reference: Layout
+    spark: SparkSession, tmp_path: Path, reference: DataDir
 ) -> None:
     """driver_events committed, batches not, Spark's commit log not: the replay records, never re-appends."""
     layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=4).layout
     batches = sql_path(layout, "batches")
     version = spark.sql(f"DESCRIBE HISTORY {batches}").agg(F.max("version")).collect()[0][0]
     spark.sql(f"RESTORE TABLE {batches} TO VERSION AS OF {version - 1}")
-    commits = layout.checkpoint("driver_events") / "commits"
+    commits = Path(layout.checkpoint("driver_events")) / "commits"
     last = max(commits.iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
     last.unlink()
     (commits / f".{last.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum beside it
@@ -101,7 +102,7 @@ def test_a_crash_between_the_two_commits_of_a_micro_batch(
     _assert_equal_to(spark, layout, reference)
 
 
-def test_the_same_crash_with_the_checkpoints_gone(spark: SparkSession, tmp_path: Path, reference: Layout) -> None:
+def test_the_same_crash_with_the_checkpoints_gone(spark: SparkSession, tmp_path: Path, reference: DataDir) -> None:
     layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=4).layout
     batches = sql_path(layout, "batches")
     version = spark.sql(f"DESCRIBE HISTORY {batches}").agg(F.max("version")).collect()[0][0]
@@ -112,7 +113,7 @@ def test_the_same_crash_with_the_checkpoints_gone(spark: SparkSession, tmp_path:
 
 
 def test_delta_log_cleanup_and_maintenance_then_a_replay(
-    spark: SparkSession, tmp_path: Path, reference: Layout
+    spark: SparkSession, tmp_path: Path, reference: DataDir
 ) -> None:
     layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=1).layout
     tables = ("driver_events", "batches")
@@ -135,12 +136,12 @@ def test_delta_log_cleanup_and_maintenance_then_a_replay(
     # next checkpoint's cleanup removes every commit file before the aged checkpoint.
     aged = time.time() - 3 * 86400
     for table in tables:
-        for path in (layout.table(table) / "_delta_log").iterdir():
+        for path in (Path(layout.table(table)) / "_delta_log").iterdir():
             os.utime(path, (aged, aged))
     _backfill(spark, tmp_path, 3, max_intervals_per_trigger=1)
     # driver_events is where a replay would append twice. (Its log is cleaned here; the batches log,
     # with the same settings, kept its files at its next checkpoint: not needed by the scenario.)
-    first_commit = layout.table("driver_events") / "_delta_log" / f"{0:020d}.json"
+    first_commit = Path(layout.table("driver_events")) / "_delta_log" / f"{0:020d}.json"
     assert not first_commit.exists(), "the log cleanup did not run: the scenario tests nothing"
     shutil.rmtree(layout.root / "checkpoints")
     _backfill(spark, tmp_path, 3, max_intervals_per_trigger=2)
@@ -164,7 +165,7 @@ def test_a_checkpoint_that_skips_recorded_intervals_fails_loudly(spark: SparkSes
 
 
 def test_identity_is_enforced(tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     dataset = ensure_dataset(layout, load_config("small"), START)
     with pytest.raises(ConfigError, match=r"interval PT30M differs from the interval PT15M recorded"):
         ensure_dataset(layout, load_config("small", interval="PT30M"), START)
@@ -174,25 +175,34 @@ def test_identity_is_enforced(tmp_path: Path) -> None:
         check_start(layout, dataset, START + timedelta(hours=1))
 
 
-def test_a_non_local_data_directory_is_refused() -> None:
-    for uri in ("s3a://bucket/fleet", "abfss://c@a.dfs.core.windows.net/x", "dbfs:/tmp/fleet", "file:/tmp/x"):
-        with pytest.raises(OptionError, match="only a local folder"):
-            Layout(uri)
+def test_an_unsupported_data_directory_is_refused_in_one_line() -> None:
+    allowed = "use a local path, file:, s3a://bucket/prefix or hdfs://host:port/path"
+    for uri in ("abfss://c@a.dfs.core.windows.net/x", "dbfs:/tmp/fleet", "gs://bucket/x", "s3://bucket/x"):
+        with pytest.raises(OptionError, match="is not supported") as refused:
+            DataDir(uri)
+        assert allowed in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(OptionError, match="write it s3a://"):
+        DataDir("s3://bucket/x")
+
+
+def test_a_file_uri_is_a_local_data_directory(tmp_path: Path) -> None:
+    assert DataDir(f"file://{tmp_path}").root == DataDir(tmp_path).root == tmp_path.resolve()
+    assert DataDir(f"file:{tmp_path}").table("batches") == str(tmp_path.resolve() / "delta" / "batches")
 
 
 def test_the_lock_is_per_directory_and_reentrant(tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     hold(layout, "test")
     hold(layout, "test again")  # the same process may build several pipelines on one directory
     assert f"pid {os.getpid()} (test)" in layout.lock_path.read_text()
     release(layout)
-    code = "import sys; from fleetgen_spark import lock, manifests; lock.hold(manifests.Layout(sys.argv[1]))"
+    code = "import sys; from fleetgen_spark import datadir, lock; lock.hold(datadir.DataDir(sys.argv[1]))"
     free = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert free.returncode == 0, free.stderr
 
 
 def test_a_second_process_is_refused_and_writes_nothing(tmp_path: Path) -> None:
-    layout = Layout(tmp_path / "busy")
+    layout = DataDir(tmp_path / "busy")
     hold(layout, "fleetgen run --config small")
     try:
         result = subprocess.run(
@@ -232,14 +242,14 @@ def test_two_racing_events_now_leave_no_duplicate(spark: SparkSession, tmp_path:
     assert codes == [0, 1], results
     refused = next(err for code, err in results if code == 1)
     assert "is in use by pid" in refused and "Traceback" not in refused
-    events = spark.read.format("delta").load(str(Layout(tmp_path).table("driver_events")))
+    events = spark.read.format("delta").load(str(DataDir(tmp_path).table("driver_events")))
     assert events.count() == events.select("event_id").distinct().count()
-    batches = spark.read.format("delta").load(str(Layout(tmp_path).table("batches")))
+    batches = spark.read.format("delta").load(str(DataDir(tmp_path).table("batches")))
     assert batches.count() == batches.select("batch_id").distinct().count() >= 1
 
 
 def test_a_drivers_per_company_change_applies_from_the_next_interval_with_trucks_kept(
-    spark: SparkSession, tmp_path: Path, reference: Layout
+    spark: SparkSession, tmp_path: Path, reference: DataDir
 ) -> None:
     layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=4).layout
     config = load_config("small", **SMALL, drivers_per_company=7)
@@ -268,7 +278,7 @@ def test_a_drivers_per_company_change_applies_from_the_next_interval_with_trucks
     assert [s["drivers_per_company"] for s in shapes] == [5, 7]
 
 
-def _companies_over_time(spark: SparkSession, layout: Layout) -> list[tuple[datetime, int]]:
+def _companies_over_time(spark: SparkSession, layout: DataDir) -> list[tuple[datetime, int]]:
     """(commit time, companies in the table) for every version of delta/companies."""
     history = spark.sql(f"DESCRIBE HISTORY {sql_path(layout, 'companies')}").select("version", "timestamp").collect()
     path = str(layout.table("companies"))
@@ -283,7 +293,7 @@ def test_companies_never_lag_events_across_pause_and_resume(spark: SparkSession,
     """At a high speedup, stopped and started three times: an event's company is in the table first."""
     config = load_config("small", companies_per_onboarding=1, company_onboarding_interval="PT15M")
     start = datetime.now(timezone.utc) - timedelta(days=1)
-    pipeline = Pipeline(spark, Layout(tmp_path), config, speedup="3600", start=start)
+    pipeline = Pipeline(spark, DataDir(tmp_path), config, speedup="3600", start=start)
     layout = pipeline.layout
 
     def written() -> int:

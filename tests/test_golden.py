@@ -16,8 +16,8 @@ import pytest
 from pyspark.sql import Row, SparkSession
 
 from fleetgen_spark.config import load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.generate import company_batch, event_batches
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.schedule import blocks
 from fleetgen_spark.source import event_spec
@@ -94,7 +94,7 @@ def test_the_pipeline_writes_what_the_source_always_made(spark: SparkSession, tm
     """The same rows through the whole pipeline (data directory record, ledger, sinks) into Delta."""
     start = datetime(2025, 11, 8, tzinfo=timezone.utc)
     config = load_config("small", companies_per_onboarding=2)
-    pipeline = Pipeline(spark, Layout(tmp_path), config, speedup="max", start=start, end=start + timedelta(hours=6))
+    pipeline = Pipeline(spark, DataDir(tmp_path), config, speedup="max", start=start, end=start + timedelta(hours=6))
     pipeline.run_available_now()
     table = spark.read.format("delta").load(str(pipeline.layout.table("driver_events")))
     rows = table.drop("event_date").orderBy("event_id").collect()

@@ -14,8 +14,8 @@ from test_readme import _section  # one reader of README sections for every READ
 
 from fleetgen_spark.churn import Churn, state_at
 from fleetgen_spark.config import load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.generate import company_batch
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.names import company_names
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.schedule import OnboardingPlan
@@ -37,7 +37,7 @@ def living(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
     root = tmp_path_factory.mktemp("living")
     start, end = _backfill_range()
     pipeline = Pipeline(
-        spark, Layout(root / "data-living"), load_config("living"), speedup="max", start=start, end=end,
+        spark, DataDir(root / "data-living"), load_config("living"), speedup="max", start=start, end=end,
         max_intervals_per_trigger=32,
     )  # fmt: skip
     pipeline.run_available_now()

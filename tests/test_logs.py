@@ -12,6 +12,7 @@ from typing import IO, Any
 import pytest
 
 from fleetgen_spark import logs
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.logs import LOG_FILE, configure_logging, get_logger, log_event, read_logs
 
 UTC = timezone.utc
@@ -72,7 +73,7 @@ def _reset_logging() -> Iterator[None]:
 def test_limit_1_on_a_large_file_reads_one_block(tmp_path: Path, counted: type[_Counting]) -> None:
     path = _write_day(tmp_path, 40_000)  # about 11 MB
     assert path.stat().st_size > 10_000_000
-    records = read_logs(tmp_path, limit=1)
+    records = read_logs(DataDir(tmp_path), limit=1)
     assert [r["message"] for r in records] == ["record 39999"]
     assert counted.total <= 64 * 1024, f"read {counted.total} bytes of {path.stat().st_size} for one record"
 
@@ -83,7 +84,7 @@ def test_records_come_newest_first_across_blocks_days_and_rotated_files(
     _write_day(tmp_path, 300, day="2026-01-14")
     _write_day(tmp_path, 500, name=f"{LOG_FILE}.1")  # older part of the same day
     _write_day(tmp_path, 500, first=500)
-    records = read_logs(tmp_path, limit=1200)
+    records = read_logs(DataDir(tmp_path), limit=1200)
     numbers = [r["metadata"]["i"] for r in records]
     assert numbers == list(range(999, -1, -1)) + list(range(299, 99, -1))
     # Every line survived the block boundaries, and the read stopped inside the older day.
@@ -96,12 +97,12 @@ def test_since_and_level_filter_from_the_newest_end(tmp_path: Path) -> None:
         out.write(_record(100, "ERROR"))
         out.write('{"cut by a crash\n')
     since = datetime.fromisoformat(f"{DAY}T00:01:30+00:00")
-    assert [r["metadata"]["i"] for r in read_logs(tmp_path, min_level="ERROR")] == [100]
-    assert [r["metadata"]["i"] for r in read_logs(tmp_path, since=since)] == list(range(100, 89, -1))
+    assert [r["metadata"]["i"] for r in read_logs(DataDir(tmp_path), min_level="ERROR")] == [100]
+    assert [r["metadata"]["i"] for r in read_logs(DataDir(tmp_path), since=since)] == list(range(100, 89, -1))
 
 
 def test_a_file_rotates_beside_itself_when_it_passes_max_bytes(tmp_path: Path) -> None:
-    configure_logging(tmp_path, stderr=False, max_bytes=4096, backups=3)
+    configure_logging(DataDir(tmp_path), stderr=False, max_bytes=4096, backups=3)
     log = get_logger("rotation")
     for i in range(200):
         log_event(log, f"message {i}", logging.INFO, i=i, pad="y" * 100)
@@ -110,7 +111,7 @@ def test_a_file_rotates_beside_itself_when_it_passes_max_bytes(tmp_path: Path) -
     assert names == [LOG_FILE, f"{LOG_FILE}.1", f"{LOG_FILE}.2", f"{LOG_FILE}.3"]
     assert all(p.stat().st_size < 4096 + 400 for p in day.iterdir())
     # The newest records are read back in order across the rotated files.
-    newest = [r["metadata"]["i"] for r in read_logs(tmp_path, limit=40)]
+    newest = [r["metadata"]["i"] for r in read_logs(DataDir(tmp_path), limit=40)]
     assert newest == list(range(199, 159, -1))
 
 
@@ -120,7 +121,7 @@ def test_day_folders_older_than_keep_days_go_when_a_new_day_begins(tmp_path: Pat
     recent = (today - timedelta(days=3)).strftime("%Y-%m-%d")
     _write_day(tmp_path, 5, day=old)
     _write_day(tmp_path, 5, day=recent)
-    configure_logging(tmp_path, stderr=False, keep_days=30)
+    configure_logging(DataDir(tmp_path), stderr=False, keep_days=30)
     log_event(get_logger("age"), "a new day")
     days = sorted(p.name for p in (tmp_path / "manifests" / "logs").iterdir())
     assert days == [recent, today.strftime("%Y-%m-%d")]

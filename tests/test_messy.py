@@ -15,10 +15,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark.config import EVENT_TYPES, config_dirs, load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import EVENT_SHAPE_FIELDS, event_shapes, onboarding_plan, record_event_shape
 from fleetgen_spark.exceptions import ConfigError, OptionError
 from fleetgen_spark.generate import event_batches, selected_events
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.messy import BAD_REASONS, answer_key, bad_rows, deliveries, event_offsets_us
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.pipeline import Pipeline
@@ -95,7 +95,7 @@ def test_the_knobs_are_source_options() -> None:
 def test_recorded_event_shapes_keep_the_weights_in_event_type_order(tmp_path: Path) -> None:
     """The shapes file keeps its keys sorted; read back, the weights must follow EVENT_TYPES again,
     or a pipeline's event types differ from the source's (found by the dropDuplicates exercise)."""
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     record_event_shape(layout, load_config("messy"), None, S)
     options = parse_options({"config": "messy", "dataDir": str(tmp_path)})
     (_, config), *_ = event_shapes(options)
@@ -258,7 +258,7 @@ def test_shares_are_what_was_asked_within_five_standard_deviations() -> None:
 def _backfill(spark: SparkSession, data_dir: Path, hours: int, preset: str, per_trigger: int = 3) -> Pipeline:
     pipeline = Pipeline(
         spark,
-        Layout(data_dir),
+        DataDir(data_dir),
         load_config(preset),
         speedup="max",
         start=START,
@@ -416,7 +416,7 @@ def test_exercise_drop_duplicates_within_watermark_gives_the_knob_off_events(
 def test_a_batches_table_from_before_the_knobs_gains_the_answer_key_columns(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     old = "batch_id STRING, interval_start TIMESTAMP, interval_end TIMESTAMP, event_count BIGINT, seed BIGINT, "
     old += "generation_time TIMESTAMP, eligible_companies BIGINT, total_companies BIGINT"
     spark.sql(f"CREATE TABLE delta.`{layout.table('batches')}` ({old}) USING delta")

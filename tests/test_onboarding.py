@@ -13,8 +13,9 @@ import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 
 from fleetgen_spark import ConfigError, load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import ensure_dataset, load_segments
-from fleetgen_spark.manifests import Layout, read_json
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.scd import CompaniesWriter
 from fleetgen_spark.sink import UUID_PATTERN
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _onboard(spark: SparkSession, data_dir: Path, hours: float, **overrides: object) -> DataFrame:
     pipeline = Pipeline(
-        spark, Layout(data_dir), load_config("small", **overrides), speedup="max", start=START,
+        spark, DataDir(data_dir), load_config("small", **overrides), speedup="max", start=START,
         end=START + timedelta(hours=hours),
     )  # fmt: skip
     pipeline.start_companies(available_now=True).awaitTermination()
@@ -42,7 +43,7 @@ def test_cadence_two_two_one(spark: SparkSession, tmp_path: Path) -> None:
     assert len({r["company_id"] for r in rows}) == 5
     assert all(r["geography"] == "US" and r["active"] for r in rows)
     assert companies.filter(~companies.company_id.rlike(UUID_PATTERN)).count() == 0
-    assert read_json(Layout(tmp_path).state)["company_count"] == 5
+    assert read_json(DataDir(tmp_path).state)["company_count"] == 5
 
 
 def test_same_seed_same_ids_and_rerun_adds_nothing(spark: SparkSession, tmp_path: Path) -> None:
@@ -50,7 +51,7 @@ def test_same_seed_same_ids_and_rerun_adds_nothing(spark: SparkSession, tmp_path
     second = {r["company_id"] for r in _onboard(spark, tmp_path / "b", 1).collect()}
     assert first == second and len(first) == 5
     # Run again on the same directory with the checkpoint wiped: the MERGE still inserts nothing.
-    layout = Layout(tmp_path / "a")
+    layout = DataDir(tmp_path / "a")
     subprocess.run(["rm", "-rf", str(layout.checkpoint("companies"))], check=True)
     again = _onboard(spark, tmp_path / "a", 1)
     assert again.count() == 5
@@ -67,7 +68,7 @@ def _first_hour(spark: SparkSession) -> tuple[DataFrame, list[Row]]:
 
 
 def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     batch, rows = _first_hour(spark)
     errors: list[BaseException] = []
 
@@ -90,7 +91,7 @@ def test_two_racing_writers_leave_no_duplicate(spark: SparkSession, tmp_path: Pa
 
 
 def test_schema_violations_are_discarded(spark: SparkSession, tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     ensure_tables(spark, layout)
     good = (
         spark.read.format("fleetgen_companies")
@@ -128,11 +129,11 @@ def test_raising_the_fleet_onboards_only_the_difference(spark: SparkSession, tmp
     assert {k: after[k] for k in before} == before
     new_ticks = {after[k] for k in set(after) - set(before)}
     assert len(new_ticks) == 1 and min(new_ticks) > max(before.values())
-    assert len(load_segments(tmp_path)) == 2
+    assert len(load_segments(DataDir(tmp_path))) == 2
 
 
 def test_dataset_record_keeps_the_drawn_seed(tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     config = load_config("small").model_copy(update={"seed": None})
     first = ensure_dataset(layout, config, START)
     text = layout.dataset_md.read_text()

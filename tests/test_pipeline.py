@@ -12,8 +12,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from fleetgen_spark import load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.logs import RUN_ID, configure_logging, read_logs
-from fleetgen_spark.manifests import Layout, read_json, write_json_atomic
+from fleetgen_spark.manifests import read_json, write_json_atomic
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.sink import EventsWriter
@@ -26,7 +27,7 @@ def _backfill(spark: SparkSession, data_dir: Path, hours: int, **overrides: obje
     config = load_config("small", **overrides)
     pipeline = Pipeline(
         spark,
-        Layout(data_dir),
+        DataDir(data_dir),
         config,
         speedup="max",
         start=START,
@@ -40,7 +41,7 @@ def _backfill(spark: SparkSession, data_dir: Path, hours: int, **overrides: obje
 @pytest.fixture(scope="module")
 def backfilled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     data_dir = tmp_path_factory.mktemp("pipeline")
-    configure_logging(data_dir, stderr=False)
+    configure_logging(DataDir(data_dir), stderr=False)
     # Gradual onboarding (2 companies an hour) so eligibility changes inside the range.
     return _backfill(spark, data_dir, 4, companies_per_onboarding=2, company_onboarding_interval="PT1H")
 
@@ -102,14 +103,14 @@ def test_logs_are_json_with_one_run_id(backfilled: Pipeline) -> None:
     assert {"interval", "event_count", "eligible_companies_count", "total_companies_count", "seed"} <= set(
         written[0]["metadata"]
     )
-    assert read_logs(backfilled.layout.root, min_level="ERROR") == []
-    assert len(read_logs(backfilled.layout.root, limit=3)) == 3
+    assert read_logs(backfilled.layout, min_level="ERROR") == []
+    assert len(read_logs(backfilled.layout, limit=3)) == 3
 
 
 def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSession, tmp_path: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = DataDir(tmp_path)
     start_s = int(START.timestamp())
-    checkpoint = layout.checkpoint("driver_events")
+    checkpoint = Path(layout.checkpoint("driver_events"))
     (checkpoint / "offsets").mkdir(parents=True)
     (checkpoint / "metadata").write_text('{"id":"test-query"}')
     offset = {"start": "2025-11-08T00:00:00Z", "next": "2025-11-08T00:30:00Z", "seed": 7}

@@ -19,8 +19,8 @@ from pyspark.sql import SparkSession
 
 from fleetgen_spark import load_config
 from fleetgen_spark.cli import main
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.logs import configure_logging
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.report import (
     Expected,
@@ -321,12 +321,12 @@ def test_shift_lengths_against_the_hours_of_service(spark: SparkSession, tmp_pat
 
 
 def _backfill(spark: SparkSession, data_dir: Path) -> None:
-    configure_logging(data_dir, stderr=False)
+    configure_logging(DataDir(data_dir), stderr=False)
     try:
         config = load_config("small", companies_per_onboarding=2, company_onboarding_interval="PT1H")
         end = START + timedelta(hours=6)
         Pipeline(
-            spark, Layout(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=8
+            spark, DataDir(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=8
         ).run_available_now()
     finally:
         configure_logging(None, stderr=False)
@@ -393,7 +393,7 @@ def test_a_dataset_md_with_other_weights_makes_the_report_fail(
     wrong = re.sub(r'"start driving": [0-9.]+', '"start driving": 0.2', wrong)
     assert wrong != text
     dataset_md.write_text(wrong, encoding="utf-8")
-    inputs = read_inputs(spark, Layout(data_dir), progress=lambda _: None)
+    inputs = read_inputs(spark, DataDir(data_dir), progress=lambda _: None)
     result = write_report(inputs, tmp_path / "out")
     assert [c.panel for c in result.checks if c.failed] == ["event-type shares"]
     assert "| FAIL |" in result.markdown.read_text(encoding="utf-8")
@@ -406,7 +406,7 @@ def test_a_half_written_directory_reports_what_exists(spark: SparkSession, backf
     shutil.rmtree(data_dir / "delta" / "companies")
     shutil.rmtree(data_dir / "manifests" / "logs")
     said: list[str] = []
-    inputs = read_inputs(spark, Layout(data_dir), progress=said.append)
+    inputs = read_inputs(spark, DataDir(data_dir), progress=said.append)
     assert [line.split(":")[0] for line in said] == [
         "read delta/batches",
         "read delta/driver_events",
@@ -462,7 +462,7 @@ def test_a_living_report_says_in_its_figure_what_report_md_says(
         config = load_config("living")
         end = START + timedelta(hours=12)
         Pipeline(
-            spark, Layout(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=64
+            spark, DataDir(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=64
         ).run_available_now()  # one micro-batch: one point on the durations panel
     finally:
         configure_logging(None, stderr=False)
@@ -476,7 +476,7 @@ def test_a_living_report_says_in_its_figure_what_report_md_says(
     assert results["events per interval"] == "n/a" and results["event-type shares"] == "PASS"
     assert results["shift lengths"] == "PASS"
 
-    inputs = read_inputs(spark, Layout(data_dir), progress=lambda _: None)
+    inputs = read_inputs(spark, DataDir(data_dir), progress=lambda _: None)
     checks = build_checks(inputs)
     assert {c.panel: c.result for c in checks} == results
     fig = report_figure(inputs, checks)

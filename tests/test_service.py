@@ -33,9 +33,10 @@ from pyspark.sql import SparkSession
 from fleetgen_spark.clean import CleanError, clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.cli import main
 from fleetgen_spark.config import load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import OptionError
 from fleetgen_spark.logs import configure_logging, get_logger, log_event
-from fleetgen_spark.manifests import Layout, read_json, update_json
+from fleetgen_spark.manifests import read_json
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.service import Service, check_bind
 
@@ -72,10 +73,10 @@ def running_service(
 
     ``paused`` writes a saved pause first, so the service recovers it and starts no query.
     """
-    layout = Layout(data_dir)
+    layout = DataDir(data_dir)
     if paused:
-        update_json(layout.state, paused=True)
-    configure_logging(layout.root, stderr=False)
+        layout.update_state(paused=True)
+    configure_logging(layout, stderr=False)
     service = Service(spark, layout, SMALL, "3600", "127.0.0.1", 0, token, state_every_s=state_every_s)
     service.start()
     try:
@@ -104,14 +105,14 @@ def batches_generated(client: httpx.Client) -> int:
     return int(client.get("/health").json()["batches_generated_count"])
 
 
-def log_messages(layout: Layout) -> list[dict[str, Any]]:
+def log_messages(layout: DataDir) -> list[dict[str, Any]]:
     lines = []
     for path in sorted((layout.manifests / "logs").glob("*/generator.log.jsonl")):
         lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return lines
 
 
-def assert_no_holes(spark: SparkSession, layout: Layout) -> list[str]:
+def assert_no_holes(spark: SparkSession, layout: DataDir) -> list[str]:
     """delta/batches holds every interval from the dataset start once, in order: no hole, no duplicate."""
     rows = spark.read.format("delta").load(str(layout.table("batches"))).orderBy("interval_start").collect()
     starts = [r.interval_start.replace(tzinfo=timezone.utc) for r in rows]
@@ -124,10 +125,10 @@ def assert_no_holes(spark: SparkSession, layout: Layout) -> list[str]:
 # -- pause, resume, clean on running queries -------------------------------------------------------
 
 
-def delta_commits(layout: Layout) -> dict[str, int]:
+def delta_commits(layout: DataDir) -> dict[str, int]:
     """How many commits each table has: a paused service adds none."""
     return {
-        name: len(list((layout.table(name) / "_delta_log").glob("*.json")))
+        name: len(list((Path(layout.table(name)) / "_delta_log").glob("*.json")))
         for name in ("batches", "driver_events", "companies")
     }
 
@@ -432,7 +433,7 @@ def test_fleetgen_run_obeys_signals_and_sigterm_exits_within_30_s_in_every_state
     The 30 s bound is the README's contract, measured from the signal to the exit.
     """
     data, log = tmp_path / "data", tmp_path / "run.log"
-    layout = Layout(data)
+    layout = DataDir(data)
     took = {}
     with fleetgen_run(data, log) as (proc, client):
         proc.send_signal(signal.SIGUSR1)
@@ -572,7 +573,7 @@ def _someone_elses(root: Path) -> dict[str, bytes]:
 def test_clean_refuses_a_directory_fleetgen_did_not_make(tmp_path: Path) -> None:
     before = _someone_elses(tmp_path)
     with pytest.raises(CleanError, match=r"not a fleetgen data directory \(it has no \.fleetgen\.lock\)"):
-        clean_data_dir(Layout(tmp_path), {"paused": True})
+        clean_data_dir(DataDir(tmp_path), {"paused": True})
     assert _tree(tmp_path) == before
 
 
@@ -581,15 +582,15 @@ def test_clean_never_follows_a_symlink(tmp_path: Path) -> None:
     outside = _someone_elses(elsewhere)
     data = tmp_path / "data"
     data.mkdir()
-    Layout(data).lock_path.touch()
+    DataDir(data).lock_path.touch()
     for name in ("delta", "checkpoints", "manifests"):
         (data / name).symlink_to(elsewhere / name, target_is_directory=True)
         with pytest.raises(CleanError, match=f"{name} is a symlink; clean never follows one"):
-            clean_data_dir(Layout(data), {"paused": True})
+            clean_data_dir(DataDir(data), {"paused": True})
         (data / name).unlink()
     (data / "delta").write_text("a file")
     with pytest.raises(CleanError, match="delta is not a folder"):
-        clean_data_dir(Layout(data), {"paused": True})
+        clean_data_dir(DataDir(data), {"paused": True})
     assert _tree(elsewhere) == outside and (data / "delta").read_text() == "a file"
 
 
@@ -611,7 +612,7 @@ def test_the_service_refuses_to_clean_through_a_symlink(paused: tuple[Service, h
 _KILLER = """
 import os, signal, sys
 from fleetgen_spark.clean import clean_data_dir
-from fleetgen_spark.manifests import Layout
+from fleetgen_spark.datadir import DataDir
 
 kill_at, count = int(sys.argv[2]), 0
 
@@ -626,7 +627,7 @@ def counted(call):
 
 for name in ("rename", "replace", "mkdir", "unlink", "rmdir", "open", "fsync", "scandir"):
     setattr(os, name, counted(getattr(os, name)))
-clean_data_dir(Layout(sys.argv[1]), {"paused": True, "status": "paused"}, "kept-token")
+clean_data_dir(DataDir(sys.argv[1]), {"paused": True, "status": "paused"}, "kept-token")
 print(count)
 """
 
@@ -636,9 +637,9 @@ def a_dataset(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
     """A real dataset: one interval of the small preset, tables, checkpoints and manifests."""
     root = tmp_path_factory.mktemp("dataset") / "data"
     start = datetime(2025, 11, 8, tzinfo=timezone.utc)
-    Pipeline(spark, Layout(root), SMALL, speedup="max", start=start, end=start + INTERVAL).run_available_now()
-    Layout(root).lock_path.touch()
-    update_json(Layout(root).state, paused=True)
+    Pipeline(spark, DataDir(root), SMALL, speedup="max", start=start, end=start + INTERVAL).run_available_now()
+    DataDir(root).lock_path.touch()
+    DataDir(root).update_state(paused=True)
     return root
 
 
@@ -667,7 +668,7 @@ def test_clean_killed_at_any_point_leaves_the_old_dataset_or_none(a_dataset: Pat
         shutil.copytree(a_dataset, data, symlinks=True)
         run = clean_killed_at(n, data)
         assert run.returncode == -signal.SIGKILL, (n, run.returncode, run.stderr[-2000:])
-        finish_interrupted_clean(Layout(data))  # what the next start does first
+        finish_interrupted_clean(DataDir(data))  # what the next start does first
         after = _tree(data)
         if after == old:
             outcomes["old"] += 1
@@ -700,7 +701,7 @@ def test_a_query_that_dies_is_failed_in_health_with_its_error_and_one_error_line
     with running_service(spark, tmp_path / "data") as (service, client):
         layout = service.controller.layout
         wait_for("a batch", lambda: batches_generated(client) >= 1)
-        (layout.table("batches") / "_delta_log" / f"{999:020d}.json").write_text('{"commitInfo":{}}\n')
+        (Path(layout.table("batches")) / "_delta_log" / f"{999:020d}.json").write_text('{"commitInfo":{}}\n')
 
         def failed() -> dict[str, Any] | None:
             health = dict(client.get("/health").json())

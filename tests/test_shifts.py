@@ -23,10 +23,10 @@ from pyspark.sql import DataFrame, SparkSession
 from fleetgen_spark import generate, shifts
 from fleetgen_spark.clock import batch_id, from_epoch
 from fleetgen_spark.config import EVENT_TYPES, load_config
+from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import onboarding_plan
 from fleetgen_spark.exceptions import ConfigError, OptionError
 from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, driver_counts, event_batches, selected_events
-from fleetgen_spark.manifests import Layout
 from fleetgen_spark.messy import answer_key, event_offsets_us
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.pipeline import Pipeline
@@ -391,7 +391,7 @@ def test_rows_do_not_depend_on_partitions(spark: SparkSession) -> None:
 def _backfill(spark: SparkSession, data_dir: Path, end: datetime) -> Pipeline:
     config = load_config("small", event_model="shift")
     pipeline = Pipeline(
-        spark, Layout(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=96
+        spark, DataDir(data_dir), config, speedup="max", start=START, end=end, max_intervals_per_trigger=96
     )
     pipeline.run_available_now()
     return pipeline

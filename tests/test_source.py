@@ -21,7 +21,6 @@ from pyspark.sql.types import StructType
 
 from fleetgen_spark.clock import epoch_seconds
 from fleetgen_spark.companies import COMPANIES_SCHEMA_DDL
-from fleetgen_spark.dataset import segments_path
 from fleetgen_spark.schedule import Segment
 from fleetgen_spark.source import EVENTS_SCHEMA_DDL
 
@@ -366,7 +365,7 @@ def test_every_event_belongs_to_a_company_created_before_its_interval(spark: Spa
 
 def test_a_data_directory_governs_who_exists_when(spark: SparkSession, tmp_path: Path) -> None:
     """With dataDir, the recorded schedule (begun ten hours before S) decides, not the options' start."""
-    path = segments_path(tmp_path)
+    path = tmp_path / "manifests" / "onboarding.json"
     path.parent.mkdir(parents=True)
     segment = Segment(epoch_seconds(S - timedelta(hours=10)), 5, 5, 1800)
     path.write_text(json.dumps({"segments": [segment.to_dict()]}), encoding="utf-8")

@@ -1,0 +1,192 @@
+"""Data directories on S3 (s3a://), against a real S3-protocol server on loopback (moto's, see conftest).
+
+The DataDir's own files (manifests, lease, clean) need no Spark; the pipeline tests compare an s3a://
+backfill with a local one row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import HdfsServer, S3Server
+from pyspark.sql import SparkSession
+from test_exactly_once import _assert_equal_to, _backfill, _rows
+
+from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
+from fleetgen_spark.datadir import DataDir
+from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, hold, release
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bucket() -> str:
+    return f"fleet-{uuid.uuid4().hex[:12]}"
+
+
+def _s3_dir(s3_server: S3Server, prefix: str = "demo") -> DataDir:
+    bucket = s3_server.bucket(_bucket())
+    return DataDir(f"s3a://{bucket}/{prefix}", s3_server.conf(bucket))
+
+
+def test_files_on_s3_read_write_create_list_delete(s3_server: S3Server) -> None:
+    data_dir = _s3_dir(s3_server)
+    assert data_dir.uri.startswith("s3a://fleet-") and not data_dir.is_local
+    assert data_dir.read_state().paused is None and not data_dir.has_manifest()
+    data_dir.update_state(paused=True)
+    assert data_dir.read_state().paused is True and data_dir.read_state().updated_at
+    assert data_dir.storage.create("manifests/x", b"1") and not data_dir.storage.create("manifests/x", b"2")
+    assert data_dir.read_text("manifests/x") == "1"
+    assert data_dir.names("manifests") == ["generator_state.json", "x"]
+    data_dir.delete_tree("manifests")
+    assert data_dir.names("manifests") == [] and data_dir.names("") == []
+
+
+def _hold_in_a_child(data_dir: DataDir, command: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import sys, json; from fleetgen_spark.datadir import DataDir; from fleetgen_spark.lock import hold;"
+        "d = DataDir(sys.argv[1], json.loads(sys.argv[2])); hold(d, sys.argv[3]); print('held')"
+    )
+
+    return subprocess.run(
+        [sys.executable, "-c", code, data_dir.uri, json.dumps(data_dir.conf), command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def test_one_writer_on_s3_a_second_is_refused_naming_the_holder(s3_server: S3Server) -> None:
+    data_dir = _s3_dir(s3_server)
+    hold(data_dir, "fleetgen run --config small")
+    try:
+        refused = _hold_in_a_child(data_dir, "fleetgen backfill")
+        lease = Lease.parse(data_dir.storage.read_bytes(LEASE))
+    finally:
+        release(data_dir)
+    assert refused.returncode == 1
+    assert (
+        f"DataDirBusy: data directory {data_dir.uri} is in use by pid {os.getpid()} (fleetgen run --config small) "
+        "on " in refused.stderr
+    )
+    assert "one fleetgen process writes a data directory at a time" in refused.stderr
+    assert lease is not None and lease.pid == os.getpid() and lease.expires_at > time.time()
+    assert data_dir.storage.read_bytes(LEASE) is None  # released: deleted
+    assert data_dir.is_fleetgen_dir()
+    assert _hold_in_a_child(data_dir, "fleetgen backfill").stdout.strip() == "held"
+
+
+def test_a_killed_holders_lease_is_taken_over_after_it_expires(s3_server: S3Server) -> None:
+    data_dir = _s3_dir(s3_server)
+    env = {**os.environ, "FLEETGEN_LEASE_SECONDS": "3"}
+    code = (
+        "import sys, json, time; from fleetgen_spark.datadir import DataDir; from fleetgen_spark.lock import hold;"
+        "hold(DataDir(sys.argv[1], json.loads(sys.argv[2])), 'fleetgen run'); print('held', flush=True);"
+        "time.sleep(600)"
+    )
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, data_dir.uri, json.dumps(data_dir.conf)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        time.sleep(2.5)  # past its first renewal (every second)
+        with pytest.raises(DataDirBusy, match=rf"in use by pid {child.pid} \(fleetgen run\)"):
+            hold(data_dir, "test")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        time.sleep(3.5)  # the lease expires: nobody renews it
+        hold(data_dir, "test")
+        lease = Lease.parse(data_dir.storage.read_bytes(LEASE))
+        assert lease is not None and lease.pid == os.getpid() and lease.command == "test"
+    finally:
+        child.kill()
+        release(data_dir)
+
+
+def test_a_clean_on_s3_killed_after_its_commit_is_finished_by_the_next_writer(s3_server: S3Server) -> None:
+    data_dir = _s3_dir(s3_server)
+    data_dir.mark()
+    for rel in ("delta/batches/_delta_log/00000000000000000000.json", "checkpoints/q/offsets/0", "manifests/x"):
+        data_dir.write_text(rel, "old")
+    # A clean staged and committed, then killed before it removed anything:
+    data_dir.write_json(".clean-1.new/manifests/generator_state.json", {"paused": True})
+    data_dir.storage.create(".clean-1.commit", b"committed\n")
+    # and one staged, never committed:
+    data_dir.write_text(".clean-2.new/manifests/generator_state.json", "{}")
+    assert finish_interrupted_clean(data_dir) == [".clean-1.commit", ".clean-1.new", ".clean-2.new"]
+    assert data_dir.names("") == [".fleetgen.lock", "manifests"]
+    assert data_dir.names("manifests") == ["generator_state.json"] and data_dir.read_state().paused is True
+    removed = clean_data_dir(data_dir, {"paused": True, "status": "paused"}, "kept-token")
+    assert removed == ["manifests"] and data_dir.read_token() == "kept-token"
+    assert data_dir.names("") == [".fleetgen.lock", "manifests"]
+
+
+@pytest.fixture(scope="module")
+def local_reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> DataDir:
+    """An uninterrupted local backfill of three hours."""
+    return _backfill(spark, tmp_path_factory.mktemp("local"), 3, max_intervals_per_trigger=4).layout
+
+
+def test_a_backfill_on_s3a_equals_a_local_one_even_with_its_checkpoints_deleted(
+    spark: SparkSession, s3_server: S3Server, local_reference: DataDir
+) -> None:
+    bucket = _bucket()
+    conf = s3_server.use(spark, bucket)
+    data_dir = DataDir(f"s3a://{bucket}/fleet", conf)
+    try:
+        _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)
+        assert data_dir.names("checkpoints") == ["companies", "driver_events"]
+        data_dir.delete_tree("checkpoints")
+        assert data_dir.names("checkpoints") == []
+        _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)  # the same command again: nothing to add
+        _backfill(spark, data_dir, 3, max_intervals_per_trigger=2)  # and on to the end
+    finally:
+        release(data_dir)
+    _assert_equal_to(spark, data_dir, local_reference)
+    assert _rows(spark, data_dir, "companies_history") == _rows(spark, local_reference, "companies_history")
+    assert data_dir.read_manifest().batch_count == 12  # three hours of 15-minute intervals
+
+
+def test_a_backfill_on_hdfs_equals_a_local_one_even_with_its_checkpoints_deleted(
+    spark: SparkSession, hdfs_server: HdfsServer, local_reference: DataDir
+) -> None:
+    data_dir = DataDir(f"{hdfs_server.namenode}/fleet-{uuid.uuid4().hex[:8]}", hdfs_server.conf())
+    try:
+        _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)
+        hold(data_dir, "test")  # re-entrant: still ours
+        data_dir.delete_tree("checkpoints")
+        assert data_dir.names("checkpoints") == []
+        _backfill(spark, data_dir, 3, max_intervals_per_trigger=2)
+    finally:
+        release(data_dir)
+    _assert_equal_to(spark, data_dir, local_reference)
+    assert _rows(spark, data_dir, "companies_history") == _rows(spark, local_reference, "companies_history")
+    assert data_dir.read_manifest().batch_count == 12
+    assert data_dir.storage.read_bytes(LEASE) is None and data_dir.is_fleetgen_dir()
+
+
+def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
+    data_dir = DataDir(f"{hdfs_server.namenode}/files-{uuid.uuid4().hex[:8]}", hdfs_server.conf())
+    data_dir.update_state(paused=True)
+    assert data_dir.read_state().paused is True
+    assert data_dir.storage.create("x", b"1") and not data_dir.storage.create("x", b"2")
+    hold(data_dir, "fleetgen run")
+    try:
+        refused = _hold_in_a_child(data_dir, "fleetgen backfill")
+    finally:
+        release(data_dir)
+    assert refused.returncode == 1 and f"is in use by pid {os.getpid()} (fleetgen run) on " in refused.stderr
+    data_dir.delete_tree("")
