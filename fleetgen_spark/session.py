@@ -374,7 +374,13 @@ def _start_local_connect_server(master: str, app_name: str, extra: dict[str, str
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
     }
-    _classic_session(master, app_name, server, jars)
+    # pyspark refuses a classic master while SPARK_REMOTE is set (its own local[N] start hides it too).
+    remote_env = os.environ.pop("SPARK_REMOTE", None)
+    try:
+        _classic_session(master, app_name, server, jars)
+    finally:
+        if remote_env is not None:
+            os.environ["SPARK_REMOTE"] = remote_env
     # What pyspark's remote("local[N]") sets: functions dispatch to Connect, and the client's stop()
     # stops this in-process server as well.
     os.environ["SPARK_LOCAL_REMOTE"] = "1"
