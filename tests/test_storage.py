@@ -13,16 +13,19 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import HdfsServer, S3Server
 from pyspark.sql import SparkSession
-from test_exactly_once import _assert_equal_to, _backfill, _rows
+from test_exactly_once import START, _assert_equal_to, _backfill, _rows
 
+from fleetgen_spark import load_config
 from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, hold, release
+from fleetgen_spark.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,3 +193,49 @@ def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
         release(data_dir)
     assert refused.returncode == 1 and f"is in use by pid {os.getpid()} (fleetgen run) on " in refused.stderr
     data_dir.delete_tree("")
+
+
+@pytest.mark.slow
+def test_a_cli_backfill_on_s3a_killed_then_finished_equals_a_local_run(
+    spark: SparkSession, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """`fleetgen backfill --conf ...` on s3a://, SIGKILLed after its first commit; the next run takes the
+    dead writer's lease over once it expires and finishes: no interval lost, none twice."""
+    bucket = _bucket()
+    conf = s3_server.use(spark, bucket)
+    data_dir = DataDir(f"s3a://{bucket}/fleet", conf)
+    start, end = START, START + timedelta(hours=6)
+    command = [
+        sys.executable, "-m", "fleetgen_spark.cli", "backfill", "--config", "small",
+        "--start", start.isoformat(), "--end", end.isoformat(), "--data-dir", data_dir.uri,
+        "--master", "local[1]", "--max-intervals-per-trigger", "4",
+        *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
+    ]  # fmt: skip
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "FLEETGEN_LEASE_SECONDS": "4"}
+    with (tmp_path / "killed.log").open("wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 600
+    while not data_dir.has_commits("driver_events"):
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the backfill finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert data_dir.read_manifest().batch_count < 24
+    time.sleep(5)  # the dead writer's lease (4 s) expires
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+    assert "took over the data directory" in final.stderr and "backfill done: 24 intervals" in final.stdout
+
+    reference = DataDir(tmp_path / "reference")
+    Pipeline(
+        spark, reference, load_config("small"), speedup="max", start=start, end=end, max_intervals_per_trigger=4
+    ).run_available_now()
+    release(reference)
+    for table in ("driver_events", "batches", "companies", "discarded_events"):
+        assert _rows(spark, data_dir, table) == _rows(spark, reference, table), table
+    events = spark.read.format("delta").load(data_dir.table("driver_events"))
+    assert events.select("event_id").distinct().count() == events.count()
