@@ -16,6 +16,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import HdfsServer, S3Server
 from pyspark.sql import SparkSession
@@ -25,7 +26,9 @@ from fleetgen_spark import load_config
 from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, hold, release
+from fleetgen_spark.logs import configure_logging
 from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +88,7 @@ def test_one_writer_on_s3_a_second_is_refused_naming_the_holder(s3_server: S3Ser
     assert data_dir.storage.read_bytes(LEASE) is None  # released: deleted
     assert data_dir.is_fleetgen_dir()
     assert _hold_in_a_child(data_dir, "fleetgen backfill").stdout.strip() == "held"
+    assert data_dir.storage.read_bytes(LEASE) is None  # a process that ends gives its lease up (atexit)
 
 
 def test_a_killed_holders_lease_is_taken_over_after_it_expires(s3_server: S3Server) -> None:
@@ -239,3 +243,42 @@ def test_a_cli_backfill_on_s3a_killed_then_finished_equals_a_local_run(
         assert _rows(spark, data_dir, table) == _rows(spark, reference, table), table
     events = spark.read.format("delta").load(data_dir.table("driver_events"))
     assert events.select("event_id").distinct().count() == events.count()
+
+
+def test_the_service_on_s3a_pauses_serves_its_logs_and_cleans(spark: SparkSession, s3_server: S3Server) -> None:
+    """`fleetgen run` on s3a://: batches, /logs from whole log segments, pause, /clean (marker, no rename)."""
+    bucket = _bucket()
+    data_dir = DataDir(f"s3a://{bucket}/fleet", s3_server.use(spark, bucket))
+    configure_logging(data_dir, stderr=False)
+    service = Service(spark, data_dir, load_config("small"), "3600", "127.0.0.1", 0, None)
+    service.start()
+    try:
+        auth = {"Authorization": f"Bearer {service.token}"}
+        with httpx.Client(base_url=service.url, timeout=300, trust_env=False, headers=auth) as client:
+            assert data_dir.read_token() == service.token  # saved in the bucket for the clients
+            deadline = time.monotonic() + 300
+            while int(client.get("/health").json()["batches_generated_count"]) < 2:
+                assert time.monotonic() < deadline, client.get("/health").text
+                time.sleep(0.5)
+            assert client.post("/pause").status_code in (200, 202)
+            while client.get("/health").json()["status"] != "paused":
+                assert time.monotonic() < deadline
+                time.sleep(0.25)
+            assert data_dir.read_state().paused is True and data_dir.has_commits("driver_events")
+            while not client.get("/logs", params={"limit": 1000}).json()["count"]:
+                assert time.monotonic() < deadline, "no log segment written"
+                time.sleep(0.5)
+            messages = [r["message"] for r in client.get("/logs", params={"limit": 1000}).json()["records"]]
+            assert "micro-batch done" in messages and "PAUSE" in messages
+            cleaned = client.post("/clean")
+            assert cleaned.status_code == 200, cleaned.text
+            assert set(cleaned.json()["removed"]) >= {"delta", "checkpoints", "manifests"}
+            assert data_dir.names("delta") == [] and data_dir.names("checkpoints") == []
+            assert not data_dir.has_manifest() and data_dir.read_state().paused is True
+            assert data_dir.read_token() == service.token and data_dir.is_fleetgen_dir()
+            assert [n for n in data_dir.names("") if n.startswith(".clean-")] == []
+    finally:
+        service.stop()
+        configure_logging(None, stderr=False)
+        release(data_dir)  # what the process' exit does (atexit)
+    assert data_dir.storage.read_bytes(LEASE) is None
