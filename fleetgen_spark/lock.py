@@ -20,6 +20,7 @@ The length is ``FLEETGEN_LEASE_SECONDS`` (default 60): a killed writer blocks it
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import logging
@@ -165,6 +166,17 @@ def _take_lease(layout: DataDir, command: str) -> _Renewer:
         print(f"fleetgen: {message}", file=sys.stderr)
         log_event(_log, message, logging.WARNING, previous=current.describe())
     return _Renewer(layout, mine, length)
+
+
+def _release_leases() -> None:
+    """At the interpreter's exit: delete this process' leases, so a restart need not wait for them to expire."""
+    for uri, handle in list(_held.items()):
+        if isinstance(handle, _Renewer):
+            _held.pop(uri, None)
+            handle.stop()
+
+
+atexit.register(_release_leases)
 
 
 class _Renewer:

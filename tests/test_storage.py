@@ -13,16 +13,22 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import HdfsServer, S3Server
 from pyspark.sql import SparkSession
-from test_exactly_once import _assert_equal_to, _backfill, _rows
+from test_exactly_once import START, _assert_equal_to, _backfill, _rows
 
+from fleetgen_spark import load_config
 from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, hold, release
+from fleetgen_spark.logs import configure_logging
+from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +88,7 @@ def test_one_writer_on_s3_a_second_is_refused_naming_the_holder(s3_server: S3Ser
     assert data_dir.storage.read_bytes(LEASE) is None  # released: deleted
     assert data_dir.is_fleetgen_dir()
     assert _hold_in_a_child(data_dir, "fleetgen backfill").stdout.strip() == "held"
+    assert data_dir.storage.read_bytes(LEASE) is None  # a process that ends gives its lease up (atexit)
 
 
 def test_a_killed_holders_lease_is_taken_over_after_it_expires(s3_server: S3Server) -> None:
@@ -190,3 +197,88 @@ def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
         release(data_dir)
     assert refused.returncode == 1 and f"is in use by pid {os.getpid()} (fleetgen run) on " in refused.stderr
     data_dir.delete_tree("")
+
+
+@pytest.mark.slow
+def test_a_cli_backfill_on_s3a_killed_then_finished_equals_a_local_run(
+    spark: SparkSession, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """`fleetgen backfill --conf ...` on s3a://, SIGKILLed after its first commit; the next run takes the
+    dead writer's lease over once it expires and finishes: no interval lost, none twice."""
+    bucket = _bucket()
+    conf = s3_server.use(spark, bucket)
+    data_dir = DataDir(f"s3a://{bucket}/fleet", conf)
+    start, end = START, START + timedelta(hours=6)
+    command = [
+        sys.executable, "-m", "fleetgen_spark.cli", "backfill", "--config", "small",
+        "--start", start.isoformat(), "--end", end.isoformat(), "--data-dir", data_dir.uri,
+        "--master", "local[1]", "--max-intervals-per-trigger", "4",
+        *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
+    ]  # fmt: skip
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "FLEETGEN_LEASE_SECONDS": "4"}
+    with (tmp_path / "killed.log").open("wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 600
+    while not data_dir.has_commits("driver_events"):
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the backfill finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert data_dir.read_manifest().batch_count < 24
+    time.sleep(5)  # the dead writer's lease (4 s) expires
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+    assert "took over the data directory" in final.stderr and "backfill done: 24 intervals" in final.stdout
+
+    reference = DataDir(tmp_path / "reference")
+    Pipeline(
+        spark, reference, load_config("small"), speedup="max", start=start, end=end, max_intervals_per_trigger=4
+    ).run_available_now()
+    release(reference)
+    for table in ("driver_events", "batches", "companies", "discarded_events"):
+        assert _rows(spark, data_dir, table) == _rows(spark, reference, table), table
+    events = spark.read.format("delta").load(data_dir.table("driver_events"))
+    assert events.select("event_id").distinct().count() == events.count()
+
+
+def test_the_service_on_s3a_pauses_serves_its_logs_and_cleans(spark: SparkSession, s3_server: S3Server) -> None:
+    """`fleetgen run` on s3a://: batches, /logs from whole log segments, pause, /clean (marker, no rename)."""
+    bucket = _bucket()
+    data_dir = DataDir(f"s3a://{bucket}/fleet", s3_server.use(spark, bucket))
+    configure_logging(data_dir, stderr=False)
+    service = Service(spark, data_dir, load_config("small"), "3600", "127.0.0.1", 0, None)
+    service.start()
+    try:
+        auth = {"Authorization": f"Bearer {service.token}"}
+        with httpx.Client(base_url=service.url, timeout=300, trust_env=False, headers=auth) as client:
+            assert data_dir.read_token() == service.token  # saved in the bucket for the clients
+            deadline = time.monotonic() + 300
+            while int(client.get("/health").json()["batches_generated_count"]) < 2:
+                assert time.monotonic() < deadline, client.get("/health").text
+                time.sleep(0.5)
+            assert client.post("/pause").status_code in (200, 202)
+            while client.get("/health").json()["status"] != "paused":
+                assert time.monotonic() < deadline
+                time.sleep(0.25)
+            assert data_dir.read_state().paused is True and data_dir.has_commits("driver_events")
+            while not client.get("/logs", params={"limit": 1000}).json()["count"]:
+                assert time.monotonic() < deadline, "no log segment written"
+                time.sleep(0.5)
+            messages = [r["message"] for r in client.get("/logs", params={"limit": 1000}).json()["records"]]
+            assert "micro-batch done" in messages and "PAUSE" in messages
+            cleaned = client.post("/clean")
+            assert cleaned.status_code == 200, cleaned.text
+            assert set(cleaned.json()["removed"]) >= {"delta", "checkpoints", "manifests"}
+            assert data_dir.names("delta") == [] and data_dir.names("checkpoints") == []
+            assert not data_dir.has_manifest() and data_dir.read_state().paused is True
+            assert data_dir.read_token() == service.token and data_dir.is_fleetgen_dir()
+            assert [n for n in data_dir.names("") if n.startswith(".clean-")] == []
+    finally:
+        service.stop()
+        configure_logging(None, stderr=False)
+        release(data_dir)  # what the process' exit does (atexit)
+    assert data_dir.storage.read_bytes(LEASE) is None
