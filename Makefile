@@ -45,7 +45,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
