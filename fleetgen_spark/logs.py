@@ -5,9 +5,10 @@ rotates beside itself (``generator.log.jsonl.1`` is the previous one, up to ``ba
 day folders older than ``keep_days`` are removed when a new day begins.
 
 On object storage and HDFS a file cannot be appended to: a process writes its lines as whole
-segments instead, ``generator.log.jsonl.<start ms>-<run id>``, rewritten (whole) at most every
-``FLUSH_S`` seconds and at exit, and a new one begun past ``SEGMENT_BYTES``. ``read_logs`` reads
-both layouts.
+segments instead, ``generator.log.jsonl.<start ms>-<run id>``, rewritten whole by the first record
+that comes ``FLUSH_S`` seconds or more after the last write, and at exit (so the lines of a quiet end
+show up at the next record or the exit); a new one is begun past ``SEGMENT_BYTES``. ``read_logs``
+reads both layouts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -48,7 +50,7 @@ MAX_BYTES = 10 * 1024 * 1024  # per file; a busy service writes about 1 MB an ho
 BACKUPS = 9  # rotated files kept per day: at most 100 MB of logs a day
 KEEP_DAYS = 30
 _BLOCK = 64 * 1024  # read backwards this much at a time
-FLUSH_S = 5.0  # a remote data directory's log lines show up within this long
+FLUSH_S = 5.0  # a remote data directory's segment is rewritten at most this often
 SEGMENT_BYTES = 4 * 1024 * 1024
 
 
@@ -110,10 +112,8 @@ class _SegmentHandler(logging.Handler):
         self.size = 0
         self.name_: str | None = None
         self.dirty = False
+        self.flushed_at = time.monotonic()
         self.guard = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="fleetgen-logs", daemon=True)
-        self.thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -128,6 +128,11 @@ class _SegmentHandler(logging.Handler):
                 self.lines.append(line)
                 self.size += len(line) + 1
                 self.dirty = True
+                # Flushed from here when due, and at close (exit). A timer thread that flushed quiet periods
+                # too was tried: in a running service it stopped flushing after its first write, with no error
+                # (cause not found in the time there was), so the lines of a quiet end wait for the exit.
+                if time.monotonic() - self.flushed_at >= FLUSH_S:
+                    self._flush_locked()
         except Exception:  # a logging failure must never stop generation
             self.handleError(record)
 
@@ -135,6 +140,7 @@ class _SegmentHandler(logging.Handler):
         if self.dirty and self.name_ is not None:
             self.data_dir.write_text(f"{LOGS}/{self.name_}", "\n".join(self.lines) + "\n")
             self.dirty = False
+            self.flushed_at = time.monotonic()
 
     def flush(self) -> None:
         try:
@@ -143,12 +149,7 @@ class _SegmentHandler(logging.Handler):
         except Exception:
             pass
 
-    def _loop(self) -> None:
-        while not self.stopped.wait(FLUSH_S):
-            self.flush()
-
     def close(self) -> None:
-        self.stopped.set()
         self.flush()
         super().close()
 
