@@ -457,7 +457,7 @@ def test_a_living_report_says_in_its_figure_what_report_md_says(
 ) -> None:
     """The living preset (churn and shifts): every panel is the check of report.md, nothing on stderr."""
     data_dir = tmp_path / "living"
-    configure_logging(data_dir, stderr=False)
+    configure_logging(DataDir(data_dir), stderr=False)
     try:
         config = load_config("living")
         end = START + timedelta(hours=12)
