@@ -30,7 +30,7 @@ from fleetgen_spark.config import Config, load_config
 from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
-from fleetgen_spark.lock import hold
+from fleetgen_spark.lock import hold, log_takeover
 from fleetgen_spark.logs import configure_logging, get_logger, log_event
 from fleetgen_spark.progress import Progress
 
@@ -134,8 +134,23 @@ def parse_conf(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 def _data_dir(args: argparse.Namespace) -> DataDir:
-    """The command's data directory, its storage configured by the command's ``--conf`` settings."""
-    return DataDir(args.data_dir, getattr(args, "spark_conf", {}))
+    """The command's data directory, its storage configured by the command's ``--conf`` settings (and,
+    under spark-submit, by spark-submit's own: a user configures the endpoint and credentials once)."""
+    return DataDir(args.data_dir, {**_submitted_hadoop_conf(), **getattr(args, "spark_conf", {})})
+
+
+def _submitted_hadoop_conf() -> dict[str, str]:
+    """The ``spark.hadoop.*`` settings spark-submit was given (``--conf``, ``--properties-file``), when it
+    started this process: its JVM is up already and holds them as system properties; else none."""
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return {}
+    from pyspark.core.context import SparkContext
+
+    SparkContext._ensure_initialized()  # joins spark-submit's gateway; starts no JVM
+    jvm = SparkContext._jvm
+    assert jvm is not None
+    pairs = jvm.org.apache.spark.SparkConf(True).getAll()
+    return {str(p._1()): str(p._2()) for p in pairs if str(p._1()).startswith("spark.hadoop.")}
 
 
 def _resolve(args: argparse.Namespace) -> None:
@@ -208,9 +223,10 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     from fleetgen_spark.session import spark_session
 
     layout = _data_dir(args)
-    hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
+    took_over = hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
     # Per-batch records go to the JSON logs; the terminal gets them with --verbose only.
     configure_logging(layout, stderr_level="INFO" if args.verbose else "WARNING")
+    log_takeover(took_over)
     owned = SparkSession.getActiveSession() is None  # a caller's session (a test, a notebook) stays up
     if owned:
         where = args.remote or os.environ.get("SPARK_REMOTE") or args.master or "local[*]"
@@ -339,7 +355,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if owned:
             spark.stop()
     # --out is always local; a remote data directory's report goes to ./report unless told otherwise.
-    out = Path(args.out) if args.out else layout.root / "report" if layout.is_local else Path("report")
+    out = Path(args.out) if args.out else layout.local_path("report") if layout.is_local else Path("report")
     try:
         result = write_report(inputs, out)
     except OSError as err:

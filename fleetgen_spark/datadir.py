@@ -213,6 +213,19 @@ class DataDir:
     def names(self, rel: str) -> list[str]:
         return self.storage.names(rel)
 
+    def is_present(self) -> bool:
+        """Whether the directory exists (a local folder) or holds anything (a prefix on object storage)."""
+        return self.root.is_dir() if self.is_local else bool(self.names(""))
+
+    def shown(self) -> str:
+        """The directory as a reader knows it: relative to the working directory when inside it."""
+        if not self.is_local:
+            return self.uri
+        try:
+            return str(self.root.relative_to(Path.cwd())) or "."
+        except ValueError:
+            return str(self.root)
+
     def delete(self, rel: str) -> None:
         self.storage.delete(rel)
 

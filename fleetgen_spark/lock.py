@@ -38,7 +38,7 @@ from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import FleetGenError
 from fleetgen_spark.logs import get_logger, log_event
 
-__all__ = ["LEASE", "DataDirBusy", "Lease", "hold", "holder", "release"]
+__all__ = ["LEASE", "DataDirBusy", "Lease", "command_line", "hold", "holder", "log_takeover", "release"]
 
 LEASE = ".fleetgen.lease"
 _held: dict[str, IO[str] | _Renewer] = {}
@@ -104,17 +104,41 @@ def _busy(layout: DataDir, who: str) -> DataDirBusy:
     )
 
 
-def hold(layout: DataDir, command: str | None = None) -> None:
-    """Take the data directory for this process, or refuse naming the process that has it."""
-    what = command or " ".join(["fleetgen", *sys.argv[1:]]) or "fleetgen"
+def command_line(argv: list[str]) -> str:
+    """This process' command as the lease and the lock file show it: ``--conf`` values left out (they may
+    hold credentials, and the lease is readable by anyone who can list the directory)."""
+    words = ["fleetgen"]
+    for word in argv:
+        key, equals, _ = word.partition("=")
+        words.append(f"{key}=..." if equals and (words[-1] == "--conf" or key == "--conf") else word)
+    return " ".join(words)
+
+
+def hold(layout: DataDir, command: str | None = None) -> str | None:
+    """Take the data directory for this process, or refuse naming the process that has it.
+
+    Returns the line saying that an expired lease was taken over (None otherwise), for the caller to
+    log once its logging is set up: the JSON log lives in the directory this call takes."""
+    what = command or command_line(sys.argv[1:])
+    took_over = None
     with _guard:
         if layout.uri in _held:
-            return
-        _held[layout.uri] = _flock(layout, what) if layout.is_local else _take_lease(layout, what)
+            return None
+        if layout.is_local:
+            _held[layout.uri] = _flock(layout, what)
+        else:
+            _held[layout.uri], took_over = _take_lease(layout, what)
     if not layout.is_local:
         layout.mark()
     # A clean that a kill interrupted is completed or undone by the next writer, whoever it is.
     finish_interrupted_clean(layout)
+    return took_over
+
+
+def log_takeover(message: str | None) -> None:
+    """Log what :func:`hold` returned, if anything (a WARNING: the terminal shows it)."""
+    if message:
+        log_event(_log, message, logging.WARNING)
 
 
 def _flock(layout: DataDir, what: str) -> IO[str]:
@@ -143,12 +167,12 @@ def release(layout: DataDir) -> None:
         handle.close()
 
 
-def _take_lease(layout: DataDir, command: str) -> _Renewer:
+def _take_lease(layout: DataDir, command: str) -> tuple[_Renewer, str | None]:
     """Create the lease object if absent; take over an expired one; refuse a live one."""
     length = lease_seconds()
     mine = Lease(socket.gethostname(), os.getpid(), command, time.time() + length, secrets.token_hex(8))
     if layout.storage.create(LEASE, mine.to_bytes()):
-        return _Renewer(layout, mine, length)
+        return _Renewer(layout, mine, length), None
     current = Lease.parse(layout.storage.read_bytes(LEASE))
     if current is not None and current.expires_at > time.time():
         raise _busy(layout, current.describe())
@@ -158,14 +182,13 @@ def _take_lease(layout: DataDir, command: str) -> _Renewer:
     mine = Lease(mine.host, mine.pid, command, time.time() + length, mine.holder_id)
     if not layout.storage.create(LEASE, mine.to_bytes()):
         raise _busy(layout, holder(layout))
+    message = None
     if current is not None:
         late = round(time.time() - current.expires_at)
         message = (
             f"took over the data directory {layout.uri} from {current.describe()}, whose lease expired {late} s ago"
         )
-        print(f"fleetgen: {message}", file=sys.stderr)
-        log_event(_log, message, logging.WARNING, previous=current.describe())
-    return _Renewer(layout, mine, length)
+    return _Renewer(layout, mine, length), message
 
 
 def _release_leases() -> None:

@@ -23,7 +23,7 @@ from fleetgen_spark.dataset import Dataset, ensure_dataset, record_event_shape
 from fleetgen_spark.exceptions import GenerationError
 from fleetgen_spark.failures import first_line
 from fleetgen_spark.ledger import Ledger
-from fleetgen_spark.lock import hold
+from fleetgen_spark.lock import hold, log_takeover
 from fleetgen_spark.logs import ensure_logging, get_logger, log_event
 from fleetgen_spark.options import parse_options
 from fleetgen_spark.scd import CompaniesWriter
@@ -106,7 +106,7 @@ class Pipeline:
     _empty: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        hold(self.layout)
+        log_takeover(hold(self.layout))
         self.dataset = ensure_dataset(self.layout, self.config, self.start)
         self.config = self.config.with_seed(self.dataset.seed)
         # Tables this pipeline has just created are empty until its queries run: no need to read them.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,7 +37,7 @@ def _present(layout: DataDir) -> list[str]:
 def check_data_dir(layout: DataDir, have_config: bool = False) -> None:
     """Refuse, with one line saying what is missing, a directory the report cannot read."""
     root = layout.uri
-    if not (layout.root.is_dir() if layout.is_local else layout.names("")):
+    if not layout.is_present():
         raise DataDirError(f"--data-dir {root}: no such directory")
     tables = _present(layout)
     has_dataset = layout.exists(DATASET_MD)
@@ -215,17 +214,6 @@ def asked(layout: DataDir, config: Mapping[str, Any] | None = None) -> tuple[Dat
         ) from err
 
 
-def _shown(layout: DataDir) -> str:
-    """The data directory as a reader knows it: relative to the working directory when inside it."""
-    if not layout.is_local:
-        return layout.uri
-    root = layout.root
-    try:
-        return str(root.relative_to(Path.cwd())) or "."
-    except ValueError:
-        return str(root)
-
-
 def read_inputs(
     spark: SparkSession,
     layout: DataDir,
@@ -236,7 +224,7 @@ def read_inputs(
     check_data_dir(layout, have_config=config is not None)
     dataset, expected = asked(layout, config)
     inputs = ReportInputs(
-        data_dir=_shown(layout),
+        data_dir=layout.shown(),
         expected=expected,
         seed=dataset.seed if dataset else None,
         start=iso(dataset.start) if dataset else None,

@@ -45,7 +45,7 @@ from fleetgen_spark.config import Config
 from fleetgen_spark.control import Controller, ServiceError, check_speedup
 from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.exceptions import FleetGenError, OptionError
-from fleetgen_spark.lock import hold
+from fleetgen_spark.lock import hold, log_takeover
 from fleetgen_spark.logs import configure_logging, get_logger, log_event, read_logs
 from fleetgen_spark.pipeline import ProgressListener
 from fleetgen_spark.rest import (
@@ -595,8 +595,9 @@ def serve(
     check_bind(host, token)  # before Spark starts: refuse fast
     check_speedup(speedup or "1")
     layout = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir, conf)
-    hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
+    took_over = hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
     configure_logging(layout)
+    log_takeover(took_over)
     from fleetgen_spark.session import spark_session
 
     spark = spark_session(master, app_name="fleetgen-run", remote=remote, storage=layout.uri, **dict(conf or {}))

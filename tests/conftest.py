@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
@@ -61,17 +62,20 @@ class S3Server:
             base + "secret.key": self.secret_key,
         }
 
-    def bucket(self, name: str) -> str:
+    def client(self) -> Any:
+        """A boto3 client of the server (for a test to put objects as another writer would leave them)."""
         import boto3
 
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
         )
-        client.create_bucket(Bucket=name)
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
         return name
 
     def use(self, spark: SparkSession, bucket: str) -> dict[str, str]:
