@@ -3,7 +3,9 @@
 The cluster test starts a master and two workers on 127.0.0.1 with ``scripts/cluster.sh``
 (ports and directories of its own), runs ``fleetgen backfill`` and ``fleetgen onboard`` there
 and the same backfill in ``local[2]``, and checks that the Delta tables agree row for row:
-the rows are a pure function of (config, seed, interval), not of where Spark ran them.
+the rows are a pure function of (config, seed, interval), not of where Spark ran them. The
+cluster's data directory is on HDFS (the mini cluster of conftest): nothing relies on a disk
+that the driver and the executors share.
 The Docker checks are static: this machine has no Docker daemon.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import HdfsServer
 
 from fleetgen_spark.session import DELTA_PACKAGE, _loopback_cluster
 
@@ -158,7 +161,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}{down.stderr}"
 
 
-def table_rows(spark: Any, path: Path, keys: list[str]) -> list[tuple[Any, ...]]:
+def table_rows(spark: Any, path: Path | str, keys: list[str]) -> list[tuple[Any, ...]]:
     df = spark.read.format("delta").load(str(path))
     columns = sorted(c for c in df.columns if c not in WALL_CLOCK_COLUMNS)
     return [tuple(row) for row in df.select(*columns).orderBy(*keys).collect()]
@@ -173,15 +176,20 @@ def executor_dirs(cluster: Cluster, app_name: str) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_cluster_run_equals_local_run(
-    local_backfill: tuple[Job, Path], cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
+def test_cluster_run_on_hdfs_equals_local_run(
+    local_backfill: tuple[Job, Path],
+    cluster: Cluster,
+    hdfs_server: HdfsServer,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     state = cluster.state()
     assert state["status"] == "ALIVE"
     assert sum(w["state"] == "ALIVE" for w in state["workers"]) == 2, state["workers"]
 
-    data = tmp_path / "on-cluster"
-    args = ["backfill", *BACKFILL, "--master", cluster.master, "--data-dir", str(data)]
+    data = f"{hdfs_server.namenode}/on-cluster"
+    on_hdfs = [arg for key, value in hdfs_server.conf().items() for arg in ("--conf", f"{key}={value}")]
+    args = ["backfill", *BACKFILL, "--master", cluster.master, "--data-dir", data, *on_hdfs]
     output = run("cluster backfill", args, tmp_path / "cluster-backfill.log")
     assert f"backfill done: {INTERVALS} intervals" in output
 
@@ -193,7 +201,7 @@ def test_cluster_run_equals_local_run(
         assert (executor / jar).is_file(), f"{jar} missing in {executor}: {sorted(os.listdir(executor))}"
 
     # Onboarding on the cluster again: nothing is due, and MERGE must not duplicate a company.
-    args = ["onboard", "--now", "--config", "small", "--master", cluster.master, "--data-dir", str(data)]
+    args = ["onboard", "--now", "--config", "small", "--master", cluster.master, "--data-dir", data, *on_hdfs]
     output = run("cluster onboard", args, tmp_path / "cluster-onboard.log")
     assert re.search(r"companies: 5 in ", output), output[-2000:]
 
@@ -202,7 +210,7 @@ def test_cluster_run_equals_local_run(
 
     spark = request.getfixturevalue("spark")
     for table, keys in TABLES.items():
-        on_cluster = table_rows(spark, data / "delta" / table, keys)
+        on_cluster = table_rows(spark, f"{data}/delta/{table}", keys)
         in_local = table_rows(spark, local / "delta" / table, keys)
         assert on_cluster, f"{table} is empty"
         assert len(on_cluster) == len(in_local), (
@@ -210,7 +218,7 @@ def test_cluster_run_equals_local_run(
         )
         differ = [(c, lo) for c, lo in zip(on_cluster, in_local, strict=True) if c != lo]
         assert not differ, f"{table}: {len(differ)} rows differ, first (cluster, local): {differ[0]}"
-    assert len(table_rows(spark, data / "delta" / "batches", ["batch_id"])) == INTERVALS
+    assert len(table_rows(spark, f"{data}/delta/batches", ["batch_id"])) == INTERVALS
 
 
 @pytest.mark.parametrize(

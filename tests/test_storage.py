@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +25,9 @@ from test_exactly_once import START, _assert_equal_to, _backfill, _rows
 
 from fleetgen_spark import load_config
 from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
+from fleetgen_spark.cli import main
 from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, hold, release
+from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, command_line, hold, release
 from fleetgen_spark.logs import configure_logging, read_logs
 from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.service import Service
@@ -91,8 +93,24 @@ def test_one_writer_on_s3_a_second_is_refused_naming_the_holder(s3_server: S3Ser
     assert data_dir.storage.read_bytes(LEASE) is None  # a process that ends gives its lease up (atexit)
 
 
-def test_a_killed_holders_lease_is_taken_over_after_it_expires(s3_server: S3Server) -> None:
-    data_dir = _s3_dir(s3_server)
+@pytest.fixture(params=["s3a", "hdfs"])
+def remote_dir(request: pytest.FixtureRequest) -> DataDir:
+    """A fresh data directory on the S3 server or on the HDFS mini cluster (no Spark needed)."""
+    if request.param == "s3a":
+        return _s3_dir(request.getfixturevalue("s3_server"))
+    hdfs: HdfsServer = request.getfixturevalue("hdfs_server")
+    return DataDir(f"{hdfs.namenode}/fleet-{uuid.uuid4().hex[:8]}", hdfs.conf())
+
+
+def test_the_lease_names_the_command_without_its_conf_values() -> None:
+    line = command_line(
+        ["backfill", "--conf", "spark.hadoop.fs.s3a.secret.key=s3cr3t", "--conf=a=b", "--data-dir", "x"]
+    )
+    assert line == "fleetgen backfill --conf spark.hadoop.fs.s3a.secret.key=... --conf=... --data-dir x"
+
+
+def test_a_killed_holders_lease_is_taken_over_after_it_expires(remote_dir: DataDir) -> None:
+    data_dir = remote_dir
     env = {**os.environ, "FLEETGEN_LEASE_SECONDS": "3"}
     code = (
         "import sys, json, time; from fleetgen_spark.datadir import DataDir; from fleetgen_spark.lock import hold;"
@@ -115,16 +133,17 @@ def test_a_killed_holders_lease_is_taken_over_after_it_expires(s3_server: S3Serv
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         time.sleep(3.5)  # the lease expires: nobody renews it
-        hold(data_dir, "test")
+        took_over = hold(data_dir, "test")
         lease = Lease.parse(data_dir.storage.read_bytes(LEASE))
         assert lease is not None and lease.pid == os.getpid() and lease.command == "test"
+        assert took_over and f"from pid {child.pid} (fleetgen run) on " in took_over and "lease expired" in took_over
     finally:
         child.kill()
         release(data_dir)
 
 
-def test_a_clean_on_s3_killed_after_its_commit_is_finished_by_the_next_writer(s3_server: S3Server) -> None:
-    data_dir = _s3_dir(s3_server)
+def test_a_clean_killed_after_its_commit_is_finished_by_the_next_writer(remote_dir: DataDir) -> None:
+    data_dir = remote_dir
     data_dir.mark()
     for rel in ("delta/batches/_delta_log/00000000000000000000.json", "checkpoints/q/offsets/0", "manifests/x"):
         data_dir.write_text(rel, "old")
@@ -153,6 +172,10 @@ def test_a_backfill_on_s3a_equals_a_local_one_even_with_its_checkpoints_deleted(
     bucket = _bucket()
     conf = s3_server.use(spark, bucket)
     data_dir = DataDir(f"s3a://{bucket}/fleet", conf)
+    # What a kill in the middle of creating the tables leaves on S3: the directory markers that S3A's
+    # mkdirs writes before a table's first commit, and no commit.
+    for prefix in ("delta/batches/_delta_log/", "delta/batches/_delta_log/_staged_commits/", "delta/discarded_events/"):
+        s3_server.client().put_object(Bucket=bucket, Key=f"fleet/{prefix}", Body=b"")
     try:
         _backfill(spark, data_dir, 2, max_intervals_per_trigger=3)
         assert data_dir.names("checkpoints") == ["companies", "driver_events"]
@@ -167,8 +190,12 @@ def test_a_backfill_on_s3a_equals_a_local_one_even_with_its_checkpoints_deleted(
     assert data_dir.read_manifest().batch_count == 12  # three hours of 15-minute intervals
 
 
-def test_a_backfill_on_hdfs_equals_a_local_one_even_with_its_checkpoints_deleted(
-    spark: SparkSession, hdfs_server: HdfsServer, local_reference: DataDir
+def test_a_backfill_on_hdfs_equals_a_local_one_even_with_its_checkpoints_deleted_and_reports(
+    spark: SparkSession,
+    hdfs_server: HdfsServer,
+    local_reference: DataDir,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data_dir = DataDir(f"{hdfs_server.namenode}/fleet-{uuid.uuid4().hex[:8]}", hdfs_server.conf())
     try:
@@ -183,6 +210,21 @@ def test_a_backfill_on_hdfs_equals_a_local_one_even_with_its_checkpoints_deleted
     assert _rows(spark, data_dir, "companies_history") == _rows(spark, local_reference, "companies_history")
     assert data_dir.read_manifest().batch_count == 12
     assert data_dir.storage.read_bytes(LEASE) is None and data_dir.is_fleetgen_dir()
+
+    # The report reads the remote directory (its logs from whole segments) and writes --out locally.
+    out = tmp_path / "report"
+    conf = [arg for key, value in data_dir.conf.items() for arg in ("--conf", f"{key}={value}")]
+    assert main(["report", "--data-dir", data_dir.uri, "--out", str(out), *conf]) == 0
+    printed = capsys.readouterr().out
+    assert "read delta/driver_events: " in printed and "0 failed" in printed
+    numbers = {
+        m[1]: int(m[2])
+        for m in re.finditer(r"^\| ([^|]+) \| (\d+) \|$", (out / "report.md").read_text(), flags=re.MULTILINE)
+    }
+    assert (
+        numbers["intervals"] == 12
+        and numbers["events"] == spark.read.format("delta").load(data_dir.table("driver_events")).count()
+    )
 
 
 def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
@@ -200,14 +242,22 @@ def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
 
 
 @pytest.mark.slow
-def test_a_cli_backfill_on_s3a_killed_then_finished_equals_a_local_run(
-    spark: SparkSession, s3_server: S3Server, tmp_path: Path
+@pytest.mark.parametrize("scheme", ["s3a", "hdfs"])
+def test_a_cli_backfill_killed_then_finished_equals_a_local_run(
+    spark: SparkSession, scheme: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """`fleetgen backfill --conf ...` on s3a://, SIGKILLed after its first commit; the next run takes the
-    dead writer's lease over once it expires and finishes: no interval lost, none twice."""
-    bucket = _bucket()
-    conf = s3_server.use(spark, bucket)
-    data_dir = DataDir(f"s3a://{bucket}/fleet", conf)
+    """`fleetgen backfill --conf ...` on s3a:// and hdfs://, SIGKILLed after its first commit; the next run
+    takes the dead writer's lease over once it expires and finishes: no interval lost, none twice."""
+    secret = None
+    if scheme == "s3a":
+        s3_server: S3Server = request.getfixturevalue("s3_server")
+        bucket = _bucket()
+        data_dir = DataDir(f"s3a://{bucket}/fleet", s3_server.use(spark, bucket))
+        secret = s3_server.secret_key
+    else:
+        hdfs: HdfsServer = request.getfixturevalue("hdfs_server")
+        data_dir = DataDir(f"{hdfs.namenode}/fleet-{uuid.uuid4().hex[:8]}", hdfs.conf())
+    conf = data_dir.conf
     start, end = START, START + timedelta(hours=6)
     command = [
         sys.executable, "-m", "fleetgen_spark.cli", "backfill", "--config", "small",
@@ -235,7 +285,8 @@ def test_a_cli_backfill_on_s3a_killed_then_finished_equals_a_local_run(
     time.sleep(5)  # the dead writer's lease (4 s) expires
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
-    assert "took over the data directory" in final.stderr and "backfill done: 24 intervals" in final.stdout
+    assert final.stderr.count("took over the data directory") == 1 and "backfill done: 24 intervals" in final.stdout
+    assert secret is None or secret not in final.stderr + final.stdout  # --conf values stay out of the lease
 
     reference = DataDir(tmp_path / "reference")
     Pipeline(
@@ -290,3 +341,31 @@ def test_the_service_on_s3a_pauses_serves_its_logs_and_cleans(spark: SparkSessio
     assert data_dir.storage.read_bytes(LEASE) is None
     # Closing the handler (the process' exit) writes the last lines: the whole run's, the clean's included.
     assert {"PAUSE", "CLEAN", "SHUTDOWN"} <= {r["message"] for r in read_logs(data_dir, limit=1000)}
+
+
+@pytest.mark.slow
+def test_a_spark_submit_job_on_hdfs_takes_its_storage_settings_from_spark_submit(
+    spark: SparkSession, hdfs_server: HdfsServer, tmp_path: Path
+) -> None:
+    """`spark-submit --properties-file spark-defaults.conf --conf ... jobs/backfill.py --data-dir hdfs://...`
+    as the README shows it: the WebHDFS address given to spark-submit alone reaches fleetgen's own files."""
+    data_dir = DataDir(f"{hdfs_server.namenode}/submitted-{uuid.uuid4().hex[:8]}", hdfs_server.conf())
+    start, end = START, START + timedelta(hours=2)
+    submit = Path(sys.executable).with_name("spark-submit")
+    on_hdfs = [arg for key, value in data_dir.conf.items() for arg in ("--conf", f"{key}={value}")]
+    command = [
+        str(submit), "--master", "local[1]", "--properties-file", "spark-defaults.conf", *on_hdfs,
+        "jobs/backfill.py", "--config", "small", "--start", start.isoformat(), "--end", end.isoformat(),
+        "--data-dir", data_dir.uri,
+    ]  # fmt: skip
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "backfill done: 8 intervals" in done.stdout
+    assert data_dir.read_manifest().batch_count == 8 and data_dir.storage.read_bytes(LEASE) is None
+
+    reference = DataDir(tmp_path / "reference")
+    Pipeline(spark, reference, load_config("small"), speedup="max", start=start, end=end).run_available_now()
+    release(reference)
+    for table in ("driver_events", "batches", "companies"):
+        assert _rows(spark, data_dir, table) == _rows(spark, reference, table), table
