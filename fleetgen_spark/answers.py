@@ -32,12 +32,14 @@ __all__ = [
     "HISTORY_COLUMNS",
     "Generated",
     "Stream",
+    "appended_windows",
     "bad_reason",
     "company_versions",
     "drives",
     "event_stream",
     "generated",
     "history",
+    "table_rows",
 ]
 
 EVENT_FIELDS = ("event_id", "driver_id", "company_id", "truck_id", "event_type", "timestamp")
@@ -67,6 +69,15 @@ class Generated:
     @property
     def max_lateness(self) -> timedelta:
         return timedelta(seconds=self.options.config.max_lateness_seconds)
+
+    @property
+    def interval(self) -> timedelta:
+        return timedelta(seconds=self.options.config.interval_seconds)
+
+    def starts(self) -> list[datetime]:
+        """The starts of the intervals the data directory holds, in order."""
+        n = (self.end - self.dataset.start) // self.interval
+        return [self.dataset.start + i * self.interval for i in range(n)]
 
 
 def generated(layout: DataDir) -> Generated:
@@ -202,6 +213,37 @@ def drives(events: list[Row]) -> list[Row]:
                 )
                 opened = None
     return sessions
+
+
+def appended_windows(valid: list[Row], starts: list[datetime], window: timedelta, delay: timedelta) -> list[Row]:
+    """What Spark's append mode emits for ``count`` per (event-time window, event_type) under
+    ``withWatermark("timestamp", delay)``, the rows arriving one interval per micro-batch.
+
+    Spark's rules (a single stateful operator, Spark 3.4 and later): the watermark after micro-batch
+    ``k`` is the largest timestamp seen in batches ``0..k`` minus the delay (never going back); a row
+    of batch ``k`` is dropped as late when its window ended at or before the watermark that batch
+    ``k - 1`` ran with; a window is emitted, once, when its end is at or before the watermark a batch
+    runs with, and the stream's last (no-data) batch runs with the watermark of all the rows.
+    ``starts`` are the intervals, one micro-batch each, empty ones too (they move the watermarks on).
+    """
+    batches: dict[datetime, list[Row]] = defaultdict(list)
+    for row in valid:
+        batches[row["interval_start"]].append(row)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    counts: dict[tuple[datetime, str], int] = defaultdict(int)
+    seen = late_for = running = epoch  # the watermark starts at the epoch
+    for start in starts:
+        for row in batches.get(start, []):
+            begins = epoch + (row["timestamp"] - epoch) // window * window
+            if begins + window > late_for:
+                counts[begins, row["event_type"]] += 1
+            seen = max(seen, row["timestamp"])
+        late_for, running = running, max(running, seen - delay)
+    return [
+        {"window_start": begins, "window_end": begins + window, "event_type": kind, "count": n}
+        for (begins, kind), n in sorted(counts.items())
+        if begins + window <= running
+    ]
 
 
 def table_rows(table: pa.Table) -> list[Row]:

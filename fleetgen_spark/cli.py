@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -366,7 +366,11 @@ def cmd_grade(args: argparse.Namespace) -> int:
         args.subparser.error(f"--as-of is an option of scd2, not of {args.exercise}")
     if args.quarantine_table is not None and args.exercise != "quarantine":
         args.subparser.error(f"--quarantine-table is an option of quarantine, not of {args.exercise}")
+    if args.watermark is not None and args.exercise != "late-windows":
+        args.subparser.error(f"--watermark is an option of late-windows, not of {args.exercise}")
     options: dict[str, Any] = {}
+    if args.watermark is not None:
+        options["watermark"] = _watermark(args.watermark)
     if args.as_of is not None:
         options["as_of"] = parse_instant(args.as_of, "--as-of")
     layout = _data_dir(args)
@@ -389,6 +393,18 @@ def cmd_grade(args: argparse.Namespace) -> int:
     verdict = grade(args.exercise, gen, found, options)
     print(verdict.to_json() if args.json else verdict.text())
     return 0 if verdict.passed else 1
+
+
+def _watermark(value: str) -> timedelta:
+    from fleetgen_spark.config import parse_duration
+
+    try:
+        delay = parse_duration(value, "--watermark")
+    except ValueError as err:
+        raise OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M") from err
+    if not timedelta(0) <= delay <= timedelta(days=1):
+        raise OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M")
+    return delay
 
 
 def _learner_table(spark: Any, table: str, flag: str) -> Any:
@@ -415,6 +431,7 @@ def _add_grade_arguments(grade: argparse.ArgumentParser) -> None:
     grade.add_argument("--table", required=True, help="the learner's table: a Delta path or URI, or a table name")
     grade.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
     grade.add_argument("--quarantine-table", default=None, help="quarantine: the rejected records, graded too")
+    grade.add_argument("--watermark", default=None, help="late-windows: the watermark delay asked (default PT10M)")
     grade.add_argument("--as-of", default=None, help="scd2: the history as known at this ISO-8601 UTC instant")
     grade.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     grade.add_argument("--master", default=None, help="Spark master (default local[*])")

@@ -18,6 +18,7 @@ from fleetgen_spark.answers import (
     EVENT_FIELDS,
     HISTORY_COLUMNS,
     Generated,
+    appended_windows,
     bad_reason,
     company_versions,
     drives,
@@ -33,6 +34,9 @@ __all__ = ["EXERCISES", "Exercise", "GradeInput", "grade"]
 
 Row = dict[str, Any]
 SESSION_COLUMNS = ("driver_id", "session_start", "session_end", "events")
+WINDOW_COLUMNS = ("window_start", "window_end", "event_type", "count")
+# Watermark delays a learner may have used instead of the one asked: a table that matches one is named.
+_DELAYS = tuple(timedelta(minutes=m) for m in (0, 1, 5, 10, 15, 20, 30, 45, 60, 90, 120))
 RAW_COLUMNS = tuple(EVENT_SCHEMA.names)
 
 
@@ -214,6 +218,39 @@ def grade_sessions(gen: Generated, found: GradeInput, options: dict[str, Any]) -
     return Verdict.of("sessions", found.name, diff, len(expected), len(found.rows), hint)
 
 
+def _minutes(delay: timedelta) -> str:
+    return _plural(int(delay.total_seconds() // 60), "minute", "minutes")
+
+
+def grade_late_windows(gen: Generated, found: GradeInput, options: dict[str, Any]) -> Verdict:
+    delay: timedelta = options.get("watermark") or timedelta(minutes=10)
+    valid, starts = event_stream(gen).valid, gen.starts()
+    expected = appended_windows(valid, starts, gen.interval, delay)
+    key, values = ("window_start", "event_type"), ("window_end", "count")
+    diff = compare(expected, found.rows, key, values)
+    hint = "count the valid records (defects filtered, unknown companies joined away) before withWatermark"
+    if not diff.ok:
+        same = [
+            d for d in _DELAYS if compare(appended_windows(valid, starts, gen.interval, d), found.rows, key, values).ok
+        ]
+        if same:
+            said = " or ".join(_minutes(d) for d in same)
+            why = "a tighter one drops late rows and closes windows sooner" if max(same) < delay else "a looser one"
+            hint = (
+                f"this is what a watermark of {said} emits ({why}); the exercise asks for "
+                f'withWatermark("timestamp", "{_minutes(delay)}")'
+            )
+        else:
+            last = max((r["timestamp"] for r in valid), default=None)
+            still_open = [r for r in diff.extra if last is not None and r.get("window_end", last) > last - delay]
+            if still_open:
+                hint = (
+                    f"{_plural(len(still_open), 'window was', 'windows were')} emitted before the watermark passed "
+                    "its end: append mode (outputMode('append')) emits a window once, when it has closed"
+                )
+    return Verdict.of("late-windows", found.name, diff, len(expected), len(found.rows), hint)
+
+
 Grader = Callable[[Generated, GradeInput, dict[str, Any]], Verdict]
 EXERCISES: dict[str, tuple[Exercise, Grader]] = {
     e.name: (e, g)
@@ -231,6 +268,16 @@ EXERCISES: dict[str, tuple[Exercise, Grader]] = {
                 True,
             ),
             grade_quarantine,
+        ),
+        (
+            Exercise(
+                "late-windows",
+                "events per 15-minute window and event type, appended with a watermark (--watermark, default PT10M)",
+                "messy",
+                WINDOW_COLUMNS,
+                False,
+            ),
+            grade_late_windows,
         ),
         (
             Exercise(

@@ -53,8 +53,14 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_exercises_lists_one_line_each_with_its_preset(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["exercises"], capsys)
     lines = out.splitlines()
-    assert code == 0 and [line.split()[0] for line in lines] == ["dedup", "quarantine", "scd2", "sessions"]
-    assert "--config messy" in lines[0] and "--config living" in lines[3]
+    assert code == 0 and [line.split()[0] for line in lines] == [
+        "dedup",
+        "quarantine",
+        "late-windows",
+        "scd2",
+        "sessions",
+    ]
+    assert "--config messy" in lines[0] and "--config living" in lines[4]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +70,7 @@ def test_exercises_lists_one_line_each_with_its_preset(capsys: pytest.CaptureFix
         (["grade", "dedup"], "the following arguments are required: --table"),
         (["grade", "dedup", "--table", "t", "--as-of", "2025-11-08T01:00:00Z"], "--as-of is an option of scd2"),
         (["grade", "scd2", "--table", "t", "--quarantine-table", "r"], "--quarantine-table is an option of quarantine"),
+        (["grade", "dedup", "--table", "t", "--watermark", "PT1M"], "--watermark is an option of late-windows"),
     ],
 )
 def test_bad_usage_exits_2_in_one_line(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,6 +84,13 @@ def test_a_directory_with_nothing_generated_is_refused_before_spark(
     code, _, err = run_main(["grade", "dedup", "--data-dir", str(tmp_path), "--table", "t"], capsys)
     assert code == 1 and "no generated intervals to grade against; backfill it first" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_bad_watermark_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["grade", "late-windows", "--table", "t", "--watermark", "soon"], capsys)
+    assert code == 1 and err.strip() == (
+        "fleetgen grade: error: --watermark 'soon': must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M"
+    )
 
 
 def test_compare_counts_missing_extra_duplicate_and_wrong_by_key() -> None:
@@ -115,11 +129,11 @@ def _backfill(spark: SparkSession, data_dir: Path, preset: str, hours: int) -> N
 def course(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The README's teacher workflow: two backfills, then every reference solution run as pasted."""
     root = tmp_path_factory.mktemp("course")
-    _backfill(spark, root / "data-messy", "messy", 6)
+    _backfill(spark, root / "data-messy", "messy", 4)
     _backfill(spark, root / "data-living", "living", 8)
-    for exercise in ("dedup", "quarantine", "scd2", "sessions"):
+    for exercise in ("dedup", "quarantine", "late-windows", "scd2", "sessions"):
         # The JVM resolves relative paths against its own working directory: make them absolute.
-        code = re.sub(r'"(data-messy|data-living|answers)/', rf'"{root}/\1/', _solution(exercise))
+        code = re.sub(r'"(data-messy|data-living|answers|checkpoints)/', rf'"{root}/\1/', _solution(exercise))
         exec(compile(code, "README.md", "exec"), {"spark": spark})
     return root
 
@@ -140,7 +154,7 @@ def _load(spark: SparkSession, course: Path, rel: str) -> DataFrame:
     return spark.read.format("delta").load(str(course / rel))
 
 
-@pytest.mark.parametrize("exercise", ["dedup", "scd2", "sessions"])
+@pytest.mark.parametrize("exercise", ["dedup", "late-windows", "scd2", "sessions"])
 def test_the_reference_solution_passes(course: Path, capsys: pytest.CaptureFixture[str], exercise: str) -> None:
     code, out = _grade(course, capsys, exercise, str(course / "answers" / exercise))
     assert code == 0 and out.startswith(f"PASS: {exercise}: "), out
@@ -180,7 +194,7 @@ def test_quarantine_letting_a_bad_record_through_fails_with_its_reason(
 ) -> None:
     raw = (
         spark.read.format("fleetgen")
-        .options(config="messy", start="2025-11-08T00:00:00Z", end="2025-11-08T06:00:00Z")
+        .options(config="messy", start="2025-11-08T00:00:00Z", end="2025-11-08T04:00:00Z")
         .load()
     )
     table = _save(raw.where("truck_id IS NOT NULL"), course / "wrong/quarantine")
@@ -198,6 +212,17 @@ def test_quarantine_dropping_late_records_fails_naming_max_lateness(
     table = _save(good.where("timestamp >= interval_start"), course / "wrong/no_late")
     code, out = _grade(course, capsys, "quarantine", table)
     assert code == 1 and "late records were dropped" in out and "30 minutes (max_lateness)" in out, out
+
+
+def test_late_windows_of_a_too_tight_watermark_fail_naming_it(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference table (a 10-minute watermark) where 45 minutes is asked: late rows were dropped."""
+    code, out = _grade(course, capsys, "late-windows", str(course / "answers/late-windows"), "--watermark", "PT45M")
+    # Under 15 minutes every delay gives the same table: Spark's late filter runs one micro-batch behind.
+    assert (
+        code == 1 and "hint: this is what a watermark of 0 minutes or 1 minute or 5 minutes or 10 minutes emits" in out
+    )
+    assert "a tighter one drops late rows" in out, out
+    assert 'withWatermark("timestamp", "45 minutes")' in out, out
 
 
 def test_scd2_with_two_current_rows_fails(

@@ -10,7 +10,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
-# The grading notebooks (04..07) backfill a data directory each and are not run here: a run costs
+# The grading notebooks (04..08) backfill a data directory each and are not run here: a run costs
 # minutes; tests/test_grade.py runs their reference solutions and grading on one shared course.
 RUN = [p for p in NOTEBOOKS if p.stem.split("_", 2)[1] != "grade"]
 
@@ -24,6 +24,7 @@ def test_the_learner_notebooks_are_there() -> None:
         "05_grade_quarantine.ipynb",
         "06_grade_scd2.ipynb",
         "07_grade_sessions.ipynb",
+        "08_grade_late_windows.ipynb",
     ]
 
 
