@@ -131,11 +131,23 @@ def course(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("course")
     _backfill(spark, root / "data-messy", "messy", 4)
     _backfill(spark, root / "data-living", "living", 8)
-    for exercise in ("dedup", "quarantine", "late-windows", "scd2", "sessions"):
-        # The JVM resolves relative paths against its own working directory: make them absolute.
-        code = re.sub(r'"(data-messy|data-living|answers|checkpoints)/', rf'"{root}/\1/', _solution(exercise))
-        exec(compile(code, "README.md", "exec"), {"spark": spark})
+    for exercise in ("dedup", "quarantine", "scd2", "sessions"):
+        _run_solution(spark, root, exercise)
     return root
+
+
+def _run_solution(spark: SparkSession, root: Path, exercise: str) -> None:
+    # The JVM resolves relative paths against its own working directory: make them absolute.
+    code = re.sub(r'"(data-messy|data-living|answers|checkpoints)/', rf'"{root}/\1/', _solution(exercise))
+    exec(compile(code, "README.md", "exec"), {"spark": spark})
+
+
+@pytest.fixture(scope="module")
+def late_windows(spark: SparkSession, course: Path) -> str:
+    """The late-windows reference solution: a real append-mode stream, one micro-batch per interval (about
+    2 minutes on a busy 2-core machine, so its tests are slow ones)."""
+    _run_solution(spark, course, "late-windows")
+    return str(course / "answers/late-windows")
 
 
 def _grade(course: Path, capsys: pytest.CaptureFixture[str], exercise: str, table: str, *extra: str) -> tuple[int, str]:
@@ -154,7 +166,7 @@ def _load(spark: SparkSession, course: Path, rel: str) -> DataFrame:
     return spark.read.format("delta").load(str(course / rel))
 
 
-@pytest.mark.parametrize("exercise", ["dedup", "late-windows", "scd2", "sessions"])
+@pytest.mark.parametrize("exercise", ["dedup", "scd2", "sessions"])
 def test_the_reference_solution_passes(course: Path, capsys: pytest.CaptureFixture[str], exercise: str) -> None:
     code, out = _grade(course, capsys, exercise, str(course / "answers" / exercise))
     assert code == 0 and out.startswith(f"PASS: {exercise}: "), out
@@ -214,9 +226,21 @@ def test_quarantine_dropping_late_records_fails_naming_max_lateness(
     assert code == 1 and "late records were dropped" in out and "30 minutes (max_lateness)" in out, out
 
 
-def test_late_windows_of_a_too_tight_watermark_fail_naming_it(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_late_windows_reference_solution_is_what_spark_emitted(
+    course: Path, late_windows: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The answer key's model of append mode equals the table a real query wrote."""
+    code, out = _grade(course, capsys, "late-windows", late_windows)
+    assert code == 0 and out.startswith("PASS: late-windows: "), out
+
+
+@pytest.mark.slow
+def test_late_windows_of_a_too_tight_watermark_fail_naming_it(
+    course: Path, late_windows: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The reference table (a 10-minute watermark) where 45 minutes is asked: late rows were dropped."""
-    code, out = _grade(course, capsys, "late-windows", str(course / "answers/late-windows"), "--watermark", "PT45M")
+    code, out = _grade(course, capsys, "late-windows", late_windows, "--watermark", "PT45M")
     # Under 15 minutes every delay gives the same table: Spark's late filter runs one micro-batch behind.
     assert (
         code == 1 and "hint: this is what a watermark of 0 minutes or 1 minute or 5 minutes or 10 minutes emits" in out
