@@ -203,12 +203,10 @@ def grade_sessions(gen: Generated, found: GradeInput, options: dict[str, Any]) -
     def crosses(r: Row) -> bool:
         return int(r["session_start"].timestamp()) // span != int(r["session_end"].timestamp()) // span
 
-    cut = [r for r in diff.missing if crosses(r)] + [w for w, _ in diff.wrong if crosses(w)]
+    cut = [r for r in diff.missing if crosses(r)]
     if cut:
-        hint = (
-            f"{_plural(len(cut), 'session crosses', 'sessions cross')} an interval edge and is missing or cut: "
-            "build sessions per driver over the whole stream, not per batch_id or interval"
-        )
+        said = _plural(len(cut), "session that crosses an interval edge is", "sessions that cross an interval edge are")
+        hint = f"{said} missing: build sessions per driver over the whole stream, not per batch_id or interval"
     elif diff.repeated:
         hint = "a session appears more than once: deduplicate the events on event_id first"
     elif diff.extra:

@@ -145,7 +145,7 @@ def _run_solution(spark: SparkSession, root: Path, exercise: str) -> None:
 @pytest.fixture(scope="module")
 def late_windows(spark: SparkSession, course: Path) -> str:
     """The late-windows reference solution: a real append-mode stream, one micro-batch per interval (about
-    2 minutes on a busy 2-core machine, so its tests are slow ones)."""
+    a minute on a busy 2-core machine, so its tests are slow ones)."""
     _run_solution(spark, course, "late-windows")
     return str(course / "answers/late-windows")
 
@@ -257,6 +257,25 @@ def test_scd2_with_two_current_rows_fails(
     table = _save(good.withColumn("is_current", F.lit(True)), course / "wrong/scd2")
     code, out = _grade(course, capsys, "scd2", table)
     assert code == 1 and "(wrong in is_current:" in out and "more than one current row" in out, out
+
+
+def test_scd2_of_the_newest_versions_only_fails_naming_scd1(
+    spark: SparkSession, course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _load(spark, course, "answers/scd2")
+    table = _save(good.where("is_current"), course / "wrong/scd1")
+    code, out = _grade(course, capsys, "scd2", table)
+    assert code == 1 and "missing rows" in out and "not only the newest (SCD1)" in out, out
+
+
+def test_sessions_ending_a_microsecond_late_fail_naming_session_end(
+    spark: SparkSession, course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a session_window with a 1-microsecond gap gives as its end: the stop plus the gap."""
+    good = _load(spark, course, "answers/sessions")
+    later = good.withColumn("session_end", F.col("session_end") + F.expr("INTERVAL 1 MICROSECOND"))
+    code, out = _grade(course, capsys, "sessions", _save(later, course / "wrong/session_end"))
+    assert code == 1 and "(wrong in session_end:" in out and "hint: session_end is the timestamp" in out, out
 
 
 def test_scd2_as_of_grades_the_history_known_then(
