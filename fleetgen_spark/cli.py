@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -365,6 +365,96 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exercises(args: argparse.Namespace) -> int:
+    from fleetgen_spark.exercises import EXERCISES
+
+    width = max(len(name) for name in EXERCISES)
+    for name, (exercise, _) in EXERCISES.items():
+        print(f"{name:<{width}}  --config {exercise.preset:<7} {exercise.task}")
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from fleetgen_spark.answers import generated
+    from fleetgen_spark.exercises import grade
+
+    if args.as_of is not None and args.exercise != "scd2":
+        args.subparser.error(f"--as-of is an option of scd2, not of {args.exercise}")
+    if args.quarantine_table is not None and args.exercise != "quarantine":
+        args.subparser.error(f"--quarantine-table is an option of quarantine, not of {args.exercise}")
+    if args.watermark is not None and args.exercise != "late-windows":
+        args.subparser.error(f"--watermark is an option of late-windows, not of {args.exercise}")
+    options: dict[str, Any] = {}
+    if args.watermark is not None:
+        options["watermark"] = _watermark(args.watermark)
+    if args.as_of is not None:
+        options["as_of"] = parse_instant(args.as_of, "--as-of")
+    layout = _data_dir(args)
+    gen = generated(layout)  # before Spark starts: a wrong directory costs no JVM
+    from pyspark.sql import SparkSession
+
+    from fleetgen_spark.session import spark_session
+
+    owned = SparkSession.getActiveSession() is None
+    spark = spark_session(
+        args.master, app_name="fleetgen-grade", remote=args.remote, storage=layout.uri, **args.spark_conf
+    )
+    try:
+        found = _learner_table(spark, args.table, "--table")
+        if args.quarantine_table is not None:
+            options["quarantine"] = _learner_table(spark, args.quarantine_table, "--quarantine-table")
+    finally:
+        if owned:
+            spark.stop()
+    verdict = grade(args.exercise, gen, found, options)
+    print(verdict.to_json() if args.json else verdict.text())
+    return 0 if verdict.passed else 1
+
+
+def _watermark(value: str) -> timedelta:
+    from fleetgen_spark.config import parse_duration
+
+    try:
+        delay = parse_duration(value, "--watermark")
+    except ValueError as err:
+        raise OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M") from err
+    if not timedelta(0) <= delay <= timedelta(days=1):
+        raise OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M")
+    return delay
+
+
+def _learner_table(spark: Any, table: str, flag: str) -> Any:
+    """A Delta path (local or a URI) or a table name, read whole: the tables of exercises are small."""
+    from pyspark.errors import AnalysisException
+
+    from fleetgen_spark.answers import table_rows
+    from fleetgen_spark.exercises import GradeInput
+
+    is_path = any(c in table for c in "/\\:") or table.startswith(".") or Path(table).exists()
+    try:
+        df = spark.read.format("delta").load(table) if is_path else spark.table(table)
+        arrow = df.toArrow()
+    except AnalysisException as err:
+        what = "a Delta table path" if is_path else "a table name"
+        raise OptionError(f"{flag} {table}: cannot read it as {what}: {_first_line(err)}") from err
+    return GradeInput(table, tuple(arrow.column_names), table_rows(arrow))
+
+
+def _add_grade_arguments(grade: argparse.ArgumentParser) -> None:
+    from fleetgen_spark.exercises import EXERCISES
+
+    grade.add_argument("exercise", choices=list(EXERCISES), help="see `fleetgen exercises`")
+    grade.add_argument("--table", required=True, help="the learner's table: a Delta path or URI, or a table name")
+    grade.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
+    grade.add_argument("--quarantine-table", default=None, help="quarantine: the rejected records, graded too")
+    grade.add_argument("--watermark", default=None, help="late-windows: the watermark delay asked (default PT10M)")
+    grade.add_argument("--as-of", default=None, help="scd2: the history as known at this ISO-8601 UTC instant")
+    grade.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    grade.add_argument("--master", default=None, help="Spark master (default local[*])")
+    grade.add_argument("--remote", default=None, help="Spark Connect server, e.g. sc://127.0.0.1:15002")
+    _add_conf(grade)
+
+
 def _add_report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("--data-dir", default=os.environ.get("FLEETGEN_DATA_DIR", "data"), help="default: ./data")
     report.add_argument("--out", default=None, help="where report.png and report.md go (default: DATA_DIR/report)")
@@ -393,6 +483,8 @@ COMMANDS: dict[str, tuple[str, Handler, str]] = {
     "clean": ("remove tables, checkpoints and manifests of a paused service (POST /clean)", cmd_clean, CLIENT),
     "logs": ("show the service's log records, oldest first (GET /logs)", cmd_logs, CLIENT),
     "report": ("plot and check what a data directory holds against what was asked", cmd_report, PLAIN),
+    "grade": ("grade a learner's table for an exercise against the data directory's answer key", cmd_grade, PLAIN),
+    "exercises": ("list the exercises `fleetgen grade` knows, with the preset that suits each", cmd_exercises, PLAIN),
 }
 
 
@@ -457,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--since", default=None, help="ISO-8601 instant, e.g. 2025-11-08T14:15:00Z")
     logs.add_argument("--limit", default=None, help=f"at most this many records (1..{MAX_LOG_RECORDS}, default 100)")
     _add_report_arguments(sub.choices["report"])
+    _add_grade_arguments(sub.choices["grade"])
     return parser
 
 
