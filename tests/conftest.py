@@ -22,6 +22,18 @@ import fleetgen_spark
 os.environ["PYSPARK_PYTHON"] = sys.executable
 
 
+# Tiers, by what a test uses: a test that asks for a fixture below needs a JVM and is marked `spark`
+# here; a test that starts one in a subprocess (the CLI, a notebook, a Connect server) carries the
+# mark by hand. `make test-fast` runs `-m "not spark"`: no JVM at all.
+JVM_FIXTURES = frozenset({"spark", "hdfs_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if JVM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """The session every Spark test shares; tables and checkpoints go to each test's tmp_path."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 # Bounds: examples per operation, seconds per request and per run (``--max-time`` would fuzz until it is spent).
 MAX_EXAMPLES = "30"

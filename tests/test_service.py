@@ -426,6 +426,7 @@ def _sigterm(proc: subprocess.Popen[bytes], log: Path) -> float:
     return time.monotonic() - began
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_fleetgen_run_obeys_signals_and_sigterm_exits_within_30_s_in_every_state(tmp_path: Path) -> None:
     """Signals pause and resume; a pause survives a restart; SIGTERM while paused, pausing and running exits 0.
