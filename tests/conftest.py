@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from helpers import free_port
+from helpers import Datasets, free_port
 from pyspark.sql import SparkSession
 
 import fleetgen_spark
@@ -25,7 +25,7 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 # Tiers, by what a test uses: a test that asks for a fixture below needs a JVM and is marked `spark`
 # here; a test that starts one in a subprocess (the CLI, a notebook, a Connect server) carries the
 # mark by hand. `make test-fast` runs `-m "not spark"`: no JVM at all.
-JVM_FIXTURES = frozenset({"spark", "hdfs_server"})
+JVM_FIXTURES = frozenset({"spark", "hdfs_server", "datasets"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -44,6 +44,12 @@ def spark() -> Iterator[SparkSession]:
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> Datasets:
+    """Standard data directories, each built once for the session (see helpers.Datasets)."""
+    return Datasets(tmp_path_factory.mktemp("datasets"))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,18 @@
-"""What several test modules share: one free-port helper, a Delta table and its rows."""
+"""What several test modules share: one free-port helper, a Delta table's rows, and datasets built once.
+
+A dataset (a data directory after a bounded backfill) costs seconds of Spark to build: six CREATE
+TABLEs, the ledger jobs, a companies MERGE, then the micro-batches. `Datasets` builds each named one
+once per test session; a test that reads it takes the original, a test that changes it takes a copy.
+A data directory is relocatable: Delta's log names its files relative to the table, and a streaming
+checkpoint holds offsets, a query id and no path (checked: no file of a built one names its folder).
+"""
 
 from __future__ import annotations
 
+import shutil
 import socket
+from collections.abc import Callable
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -34,3 +44,28 @@ def rows(
     df = table(spark, layout, name)
     df = df.drop(*[c for c in drop if c in df.columns])
     return sorted(tuple(r) for r in df.select(sorted(df.columns)).collect())
+
+
+# The process' own lock and lease: a copy is a new directory nobody holds yet.
+_NOT_COPIED = shutil.ignore_patterns(".fleetgen.lock", ".fleetgen.lease")
+
+
+class Datasets:
+    """Data directories built once per session under ``root``, by name; handed out as is or copied."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._built: dict[str, DataDir] = {}
+
+    def get(self, name: str, build: Callable[[Path], object]) -> DataDir:
+        """The dataset ``name``, built by ``build(folder)`` the first time. Read it, never change it."""
+        if name not in self._built:
+            folder = self.root / name
+            build(folder)
+            self._built[name] = DataDir(folder)
+        return self._built[name]
+
+    def copy(self, name: str, build: Callable[[Path], object], to: Path) -> DataDir:
+        """A copy of the dataset ``name`` at ``to`` (which must not exist yet), to change at will."""
+        shutil.copytree(self.get(name, build).root, to, ignore=_NOT_COPIED)
+        return DataDir(to)
