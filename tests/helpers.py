@@ -12,11 +12,14 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from fleetgen_spark.config import load_config
 from fleetgen_spark.datadir import DataDir
+from fleetgen_spark.pipeline import Pipeline
 
 # Changes every run (the wall clock at write time), so never part of a row comparison.
 VOLATILE_COLUMNS = ("generation_time", "discarded_at")
@@ -69,3 +72,16 @@ class Datasets:
         """A copy of the dataset ``name`` at ``to`` (which must not exist yet), to change at will."""
         shutil.copytree(self.get(name, build).root, to, ignore=_NOT_COPIED)
         return DataDir(to)
+
+
+def living_backfill(spark: SparkSession, start: datetime, end: datetime) -> tuple[str, Callable[[Path], object]]:
+    """The name and the build of a backfill of the living preset, 32 intervals a trigger: the README's
+    `fleetgen backfill --config living` (test_living) and test_churn's uninterrupted run are this one."""
+
+    def build(root: Path) -> None:
+        Pipeline(
+            spark, DataDir(root), load_config("living"), speedup="max", start=start, end=end,
+            max_intervals_per_trigger=32,
+        ).run_available_now()  # fmt: skip
+
+    return f"living-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-by-32", build
