@@ -47,8 +47,10 @@ lint: install
 test: lint
 	$(BIN)/pytest -q --durations=20
 
+# No JVM at all: tests that use the spark or hdfs_server fixture are marked `spark` by tests/conftest.py,
+# those that start Spark in a subprocess carry the mark by hand; the long end-to-end ones are `slow`.
 test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not spark and not slow" --durations=10
 
 bench: install
 	$(PY) benchmarks/bench_throughput.py

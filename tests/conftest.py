@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from helpers import Datasets, free_port
 from pyspark.sql import SparkSession
 
 import fleetgen_spark
@@ -21,6 +21,18 @@ import fleetgen_spark
 # Python workers must run this interpreter (the virtualenv), or they miss numpy and pyarrow.
 # Set before any SparkContext exists: Spark reads it when the session starts.
 os.environ["PYSPARK_PYTHON"] = sys.executable
+
+
+# Tiers, by what a test uses: a test that asks for a fixture below needs a JVM and is marked `spark`
+# here; a test that starts one in a subprocess (the CLI, a notebook, a Connect server) carries the
+# mark by hand. `make test-fast` runs `-m "not spark"`: no JVM at all.
+JVM_FIXTURES = frozenset({"spark", "hdfs_server", "datasets"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if JVM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture(scope="session")
@@ -35,11 +47,10 @@ def spark() -> Iterator[SparkSession]:
     session.stop()
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="session")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> Datasets:
+    """Standard data directories, each built once for the session (see helpers.Datasets)."""
+    return Datasets(tmp_path_factory.mktemp("datasets"))
 
 
 @dataclass(frozen=True)

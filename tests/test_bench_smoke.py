@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
-pytestmark = pytest.mark.slow  # two Spark processes (plus their subprocesses): a few minutes
+pytestmark = [pytest.mark.slow, pytest.mark.spark]  # two Spark processes (plus their subprocesses): a few minutes
 
 
 def _run(script: str, out: Path) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from helpers import Datasets, living_backfill, table
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark import churn as churn_module
@@ -175,13 +176,6 @@ def _week(spark: SparkSession, root: Path, **overrides: object) -> Pipeline:
     return pipeline
 
 
-def _table(spark: SparkSession, pipeline: Pipeline, name: str, version: int | None = None) -> DataFrame:
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    return reader.load(str(pipeline.layout.table(name)))
-
-
 @pytest.fixture(scope="module")
 def week(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     return _week(spark, tmp_path_factory.mktemp("churn-week"))
@@ -196,11 +190,11 @@ def test_scd2_history_is_consistent_with_scd1_at_every_version(spark: SparkSessi
     assert len(versions["companies"]) == len(versions["companies_history"]) > 3
     columns = ["company_id", "company_name", "geography", "active", "created_at"]
     for v_current, v_history in zip(sorted(versions["companies"]), sorted(versions["companies_history"]), strict=True):
-        current = _table(spark, week, "companies", v_current).select(*columns)
-        history = _table(spark, week, "companies_history", v_history)
+        current = table(spark, week.layout, "companies", v_current).select(*columns)
+        history = table(spark, week.layout, "companies_history", v_history)
         assert sorted(current.collect()) == sorted(history.filter("is_current").select(*columns).collect())
     # No gaps, no overlaps: each company's versions follow each other, the last one open.
-    history = _table(spark, week, "companies_history").orderBy("company_id", "valid_from").collect()
+    history = table(spark, week.layout, "companies_history").orderBy("company_id", "valid_from").collect()
     by_company: dict[str, list] = {}
     for row in history:
         by_company.setdefault(row["company_id"], []).append(row)
@@ -223,21 +217,21 @@ def test_the_tables_hold_what_the_model_says(spark: SparkSession, week: Pipeline
     end = int(START.timestamp()) + 7 * 86_400
     last = end - 1  # the last instant the bounded run covers
     active, _ = state_at(config.seed, churn, 0, last)
-    companies = {r["company_id"]: r for r in _table(spark, week, "companies").collect()}
+    companies = {r["company_id"]: r for r in table(spark, week.layout, "companies").collect()}
     ids = company_batch(config.seed, 0, 20, 0).column("company_id").to_pylist()
     assert [companies[i]["active"] for i in ids] == active[:20].tolist()
     expected_versions = 20 + sum(
         changes_at(config.seed, churn, 0, t.time).offsets.size for t in plan.cadence(plan.start + 1, end)
     )
-    assert _table(spark, week, "companies_history").count() == expected_versions
+    assert table(spark, week.layout, "companies_history").count() == expected_versions
     # A legitimate change is never discarded.
-    assert _table(spark, week, "discarded_events").filter("source = 'companies'").count() == 0
+    assert table(spark, week.layout, "discarded_events").filter("source = 'companies'").count() == 0
 
 
 @pytest.mark.slow
 def test_no_event_comes_from_a_company_inactive_at_its_interval(spark: SparkSession, week: Pipeline) -> None:
-    events = _table(spark, week, "driver_events")
-    history = _table(spark, week, "companies_history")
+    events = table(spark, week.layout, "driver_events")
+    history = table(spark, week.layout, "companies_history")
     inactive = history.filter(~F.col("active"))
     during = events.join(inactive, "company_id").filter(
         (F.col("interval_start") >= F.col("valid_from"))
@@ -248,9 +242,9 @@ def test_no_event_comes_from_a_company_inactive_at_its_interval(spark: SparkSess
     # The companies that paused did emit before and after: silence is by interval, not forever.
     paused = [r["company_id"] for r in inactive.select("company_id").distinct().collect()]
     assert events.filter(F.col("company_id").isin(paused)).count() > 0
-    batches = _table(spark, week, "batches")
+    batches = table(spark, week.layout, "batches")
     assert batches.agg(F.sum("event_count")).first()[0] == events.count()
-    assert _table(spark, week, "discarded_events").count() == 0
+    assert table(spark, week.layout, "discarded_events").count() == 0
 
 
 @pytest.mark.slow
@@ -289,12 +283,12 @@ def test_messy_delivery_with_churn_discards_exactly_the_bad_records(spark: Spark
         max_intervals_per_trigger=32,
     )  # fmt: skip
     pipeline.run_available_now()
-    batches = _table(spark, pipeline, "batches")
+    batches = table(spark, pipeline.layout, "batches")
     totals = batches.agg(F.sum("bad_records").alias("bad"), F.sum("late_events").alias("late")).first()
     assert totals is not None and totals["late"] > 0
-    discarded = _table(spark, pipeline, "discarded_events")
+    discarded = table(spark, pipeline.layout, "discarded_events")
     assert discarded.count() == totals["bad"] > 0
-    assert _table(spark, pipeline, "companies_history").filter("NOT active").count() > 0
+    assert table(spark, pipeline.layout, "companies_history").filter("NOT active").count() > 0
 
 
 def test_a_companies_table_from_an_older_release_gains_updated_at_and_a_history(
@@ -330,14 +324,18 @@ def test_churned_events_are_the_same_for_one_or_seven_partitions(spark: SparkSes
 
 
 @pytest.mark.slow
-def test_one_run_or_two_consecutive_runs_write_the_same_tables(spark: SparkSession, tmp_path: Path) -> None:
-    def run(root: Path, *ends: datetime) -> dict[str, list[tuple[object, ...]]]:
+def test_one_run_or_two_consecutive_runs_write_the_same_tables(
+    spark: SparkSession, datasets: Datasets, tmp_path: Path
+) -> None:
+    def run(root: Path, *ends: datetime) -> DataDir:
         for end in ends:
             Pipeline(
                 spark, DataDir(root), load_config("living"), speedup="max", start=START, end=end,
                 max_intervals_per_trigger=32,
             ).run_available_now()  # fmt: skip
-        layout = DataDir(root)
+        return DataDir(root)
+
+    def read(layout: DataDir) -> dict[str, list[tuple[object, ...]]]:
         tables = {"driver_events": ["event_id", "timestamp", "company_id", "event_type"]}
         tables |= {"companies_history": ["company_id", "company_name", "active", "valid_from", "valid_to"]}
         tables |= {"companies": ["company_id", "company_name", "active", "updated_at"]}
@@ -349,7 +347,7 @@ def test_one_run_or_two_consecutive_runs_write_the_same_tables(spark: SparkSessi
         }
 
     middle, end = START + timedelta(hours=19), START + timedelta(days=2)
-    whole = run(tmp_path / "one", end)
-    split = run(tmp_path / "two", middle, end)
+    whole = read(datasets.get(*living_backfill(spark, START, end)))  # the one run, the same as test_living's
+    split = read(run(tmp_path / "two", middle, end))
     assert whole == split
     assert len(whole["companies_history"]) > len(whole["companies"]) == 20

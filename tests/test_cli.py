@@ -336,6 +336,7 @@ def _fleetgen(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_a_successful_backfill_prints_only_our_lines_and_verbose_brings_sparks_back(tmp_path: Path) -> None:
     data = str(tmp_path / "data")

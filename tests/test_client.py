@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 from pyspark.sql import SparkSession
 
 from fleetgen_spark.cli import main
@@ -19,12 +19,6 @@ from fleetgen_spark.logs import configure_logging
 from fleetgen_spark.service import Service
 
 TOKEN = "client-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +42,7 @@ def fleetgen(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 
 @pytest.mark.parametrize("command", ["status", "pause", "resume", "clean", "logs"])
 def test_without_a_service_every_command_says_so_in_one_line(capsys: pytest.CaptureFixture[str], command: str) -> None:
-    port = _free_port()
+    port = free_port()
     code, out, err = fleetgen(capsys, command, "--port", str(port))
     assert (code, out) == (1, "")
     assert err == (
@@ -122,7 +116,7 @@ def test_formatting_is_plain_text() -> None:
 
 
 def test_data_dir_is_not_touched_by_a_failed_client(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, _ = fleetgen(capsys, "status", "--port", str(_free_port()), "--data-dir", str(tmp_path / "d"))
+    code, _, _ = fleetgen(capsys, "status", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"))
     assert code == 1 and not (tmp_path / "d").exists()
 
 

@@ -175,6 +175,7 @@ def executor_dirs(cluster: Cluster, app_name: str) -> list[Path]:
     return sorted(cluster.directory.glob(f"work/worker-*/{apps[-1]['id']}/*"))
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_cluster_run_on_hdfs_equals_local_run(
     local_backfill: tuple[Job, Path],

@@ -92,6 +92,7 @@ def test_the_classic_session_reads_the_same_rows(spark: Any) -> None:
     assert spark.read.format("fleetgen").options(**options).load().count() == ROWS
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> None:
     seen = _run_client("local[2]", tmp_path / "data", "--readme")
@@ -104,6 +105,7 @@ def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> No
     assert seen["readme_query_active"] is False
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_the_whole_pipeline_runs_on_a_connect_session(tmp_path: Path) -> None:
     seen = _run_client("local[2]", tmp_path / "data", "--pipeline")
@@ -188,6 +190,7 @@ def package_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _package_zip(tmp_path_factory.mktemp("wheel"))
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_a_remote_server_gets_the_package_as_an_artifact(
     connect_server: str, package_zip: Path, tmp_path: Path
@@ -240,6 +243,7 @@ def test_a_connect_backfill_of_one_interval_per_trigger_writes_the_classic_rows(
     assert written.exceptAll(classic).count() == 0 and classic.exceptAll(written).count() == 0
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_fleetgen_run_on_a_local_connect_server_serves_pauses_and_stops_quietly(tmp_path: Path) -> None:
     """``fleetgen run --remote local[2]`` while port 15002 is taken: the server takes a free port."""

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import Datasets
+from helpers import rows as _rows
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -50,10 +52,18 @@ def _backfill(spark: SparkSession, data_dir: Path | DataDir, hours: float, **kwa
     return pipeline
 
 
-def _rows(spark: SparkSession, layout: DataDir, table: str) -> list[tuple[object, ...]]:
-    df = spark.read.format("delta").load(str(layout.table(table)))
-    df = df.drop(*[c for c in ("generation_time", "discarded_at") if c in df.columns])
-    return sorted(tuple(r) for r in df.select(sorted(df.columns)).collect())
+def _copy_of_backfill(spark: SparkSession, datasets: Datasets, hours: float, per_trigger: int, to: Path) -> DataDir:
+    """A copy, at ``to``, of the session's one backfill of ``hours`` by ``per_trigger`` intervals a trigger."""
+    return datasets.copy(
+        f"exactly-once-{hours}h-by-{per_trigger}",
+        lambda root: _backfill(spark, root, hours, max_intervals_per_trigger=per_trigger),
+        to,
+    )
+
+
+def reference_backfill(spark: SparkSession, datasets: Datasets) -> DataDir:
+    """The session's uninterrupted backfill of three hours (shared with test_storage). Read only."""
+    return datasets.get("exactly-once-3h-by-4", lambda root: _backfill(spark, root, 3, max_intervals_per_trigger=4))
 
 
 def _assert_equal_to(spark: SparkSession, got: DataDir, reference: DataDir) -> None:
@@ -69,27 +79,27 @@ def _assert_equal_to(spark: SparkSession, got: DataDir, reference: DataDir) -> N
 
 
 @pytest.fixture(scope="module")
-def reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> DataDir:
+def reference(spark: SparkSession, datasets: Datasets) -> DataDir:
     """An uninterrupted backfill of three hours."""
-    return _backfill(spark, tmp_path_factory.mktemp("reference"), 3, max_intervals_per_trigger=4).layout
+    return reference_backfill(spark, datasets)
 
 
 @pytest.mark.parametrize("removed", ["all", "driver_events", "companies"])
 def test_deleted_checkpoints_resume_after_the_ledger(
-    spark: SparkSession, tmp_path: Path, reference: DataDir, removed: str
+    spark: SparkSession, datasets: Datasets, tmp_path: Path, reference: DataDir, removed: str
 ) -> None:
-    layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=3).layout
+    layout = _copy_of_backfill(spark, datasets, 2, 3, tmp_path / "data")
     shutil.rmtree(layout.root / "checkpoints" / ("" if removed == "all" else removed))
-    _backfill(spark, tmp_path, 2, max_intervals_per_trigger=3)  # the same command again: nothing to add
-    _backfill(spark, tmp_path, 3, max_intervals_per_trigger=2)  # and on to the end
+    _backfill(spark, layout, 2, max_intervals_per_trigger=3)  # the same command again: nothing to add
+    _backfill(spark, layout, 3, max_intervals_per_trigger=2)  # and on to the end
     _assert_equal_to(spark, layout, reference)
 
 
 def test_a_crash_between_the_two_commits_of_a_micro_batch(
-    spark: SparkSession, tmp_path: Path, reference: DataDir
+    spark: SparkSession, datasets: Datasets, tmp_path: Path, reference: DataDir
 ) -> None:
     """driver_events committed, batches not, Spark's commit log not: the replay records, never re-appends."""
-    layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=4).layout
+    layout = _copy_of_backfill(spark, datasets, 2, 4, tmp_path / "data")
     batches = sql_path(layout, "batches")
     version = spark.sql(f"DESCRIBE HISTORY {batches}").agg(F.max("version")).collect()[0][0]
     spark.sql(f"RESTORE TABLE {batches} TO VERSION AS OF {version - 1}")
@@ -98,17 +108,19 @@ def test_a_crash_between_the_two_commits_of_a_micro_batch(
     last.unlink()
     (commits / f".{last.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum beside it
     assert spark.read.format("delta").load(str(layout.table("batches"))).count() == 4  # 8 intervals, 4 lost
-    _backfill(spark, tmp_path, 3, max_intervals_per_trigger=4)
+    _backfill(spark, layout, 3, max_intervals_per_trigger=4)
     _assert_equal_to(spark, layout, reference)
 
 
-def test_the_same_crash_with_the_checkpoints_gone(spark: SparkSession, tmp_path: Path, reference: DataDir) -> None:
-    layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=4).layout
+def test_the_same_crash_with_the_checkpoints_gone(
+    spark: SparkSession, datasets: Datasets, tmp_path: Path, reference: DataDir
+) -> None:
+    layout = _copy_of_backfill(spark, datasets, 2, 4, tmp_path / "data")
     batches = sql_path(layout, "batches")
     version = spark.sql(f"DESCRIBE HISTORY {batches}").agg(F.max("version")).collect()[0][0]
     spark.sql(f"RESTORE TABLE {batches} TO VERSION AS OF {version - 1}")
     shutil.rmtree(layout.root / "checkpoints")
-    _backfill(spark, tmp_path, 3, max_intervals_per_trigger=1)
+    _backfill(spark, layout, 3, max_intervals_per_trigger=1)
     _assert_equal_to(spark, layout, reference)
 
 
@@ -148,18 +160,20 @@ def test_delta_log_cleanup_and_maintenance_then_a_replay(
     _assert_equal_to(spark, layout, reference)
 
 
-def test_every_table_exists_after_a_clean_run(spark: SparkSession, tmp_path: Path) -> None:
-    layout = _backfill(spark, tmp_path, 0.5).layout
+def test_every_table_exists_after_a_clean_run(spark: SparkSession, reference: DataDir) -> None:
+    layout = reference  # a clean run: read only
     for table in TABLES:
         spark.read.format("delta").load(str(layout.table(table))).count()
     assert spark.read.format("delta").load(str(layout.table("discarded_events"))).count() == 0
 
 
-def test_a_checkpoint_that_skips_recorded_intervals_fails_loudly(spark: SparkSession, tmp_path: Path) -> None:
-    layout = _backfill(spark, tmp_path, 1).layout
+def test_a_checkpoint_that_skips_recorded_intervals_fails_loudly(
+    spark: SparkSession, datasets: Datasets, tmp_path: Path
+) -> None:
+    layout = _copy_of_backfill(spark, datasets, 2, 4, tmp_path / "data")
     spark.sql(f"RESTORE TABLE {sql_path(layout, 'batches')} TO VERSION AS OF 0")  # the ledger is empty again
     with pytest.raises(GenerationError) as caught:
-        _backfill(spark, tmp_path, 2)
+        _backfill(spark, layout, 3)
     message = str(caught.value)
     assert "\n" not in message and "query failed" in message and "would be lost" in message
 
@@ -249,9 +263,9 @@ def test_two_racing_events_now_leave_no_duplicate(spark: SparkSession, tmp_path:
 
 
 def test_a_drivers_per_company_change_applies_from_the_next_interval_with_trucks_kept(
-    spark: SparkSession, tmp_path: Path, reference: DataDir
+    spark: SparkSession, datasets: Datasets, tmp_path: Path, reference: DataDir
 ) -> None:
-    layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=4).layout
+    layout = _copy_of_backfill(spark, datasets, 2, 4, tmp_path / "data")
     config = load_config("small", **SMALL, drivers_per_company=7)
     Pipeline(spark, layout, config, speedup="max", start=START, end=START + timedelta(hours=3)).run_available_now()
     events = spark.read.format("delta").load(str(layout.table("driver_events")))

@@ -80,6 +80,7 @@ def test_the_sdist_and_the_wheel_carry_the_presets_metadata_and_types(dist: Path
     assert {f"examples/{p.name}" for p in (ROOT / "examples").glob("*.ipynb")} <= members
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 def test_the_installed_package_is_the_wheel_not_this_checkout(user: tuple[Path, dict[str, str]]) -> None:
     python, env = user
     code = (
@@ -107,6 +108,7 @@ def test_validate_config_finds_a_preset_with_no_conf_directory(user: tuple[Path,
     assert "known presets: base, living, messy, scaling, small" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 def test_the_readme_notebook_snippet_runs(user: tuple[Path, dict[str, str]]) -> None:
     python, env = user
     work = python.parent.parent.parent / "work"
@@ -120,6 +122,7 @@ def test_the_readme_notebook_snippet_runs(user: tuple[Path, dict[str, str]]) -> 
     assert "|batch_id" in out.stdout
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 def test_a_small_backfill_runs(user: tuple[Path, dict[str, str]]) -> None:
     python, env = user
     work = python.parent.parent.parent / "work"

@@ -8,16 +8,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from helpers import Datasets, living_backfill
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from test_readme import _section  # one reader of README sections for every README test
 
 from fleetgen_spark.churn import Churn, state_at
 from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.generate import company_batch
 from fleetgen_spark.names import company_names
-from fleetgen_spark.pipeline import Pipeline
 from fleetgen_spark.schedule import OnboardingPlan
 
 SECTION = _section("Living entities")
@@ -32,16 +31,14 @@ def _backfill_range() -> tuple[datetime, datetime]:
 
 
 @pytest.fixture(scope="module")
-def living(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The README's data-living directory (what its backfill command writes), and a namespace to run blocks in."""
+def living(
+    spark: SparkSession, datasets: Datasets, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """The README's data-living directory (what its backfill command writes, a copy of the session's one),
+    and a namespace to run blocks in."""
     root = tmp_path_factory.mktemp("living")
-    start, end = _backfill_range()
-    pipeline = Pipeline(
-        spark, DataDir(root / "data-living"), load_config("living"), speedup="max", start=start, end=end,
-        max_intervals_per_trigger=32,
-    )  # fmt: skip
-    pipeline.run_available_now()
-    yield {"root": root, "pipeline": pipeline, "namespace": {"spark": spark, "F": F}}
+    layout = datasets.copy(*living_backfill(spark, *_backfill_range()), root / "data-living")
+    yield {"root": root, "config": load_config("living"), "layout": layout, "namespace": {"spark": spark, "F": F}}
 
 
 def _run(living: dict[str, Any], index: int) -> dict[str, Any]:
@@ -59,7 +56,7 @@ def test_exercise_scd2_name_at_a_time(living: dict[str, Any]) -> None:
     rows = ns["name_then"].collect()
     assert len(rows) == 1
     # The model's answer: the company's version in force at that instant.
-    config = living["pipeline"].config
+    config = living["config"]
     start, _ = _backfill_range()
     plan = OnboardingPlan.from_config(config, int(start.timestamp()))
     ids = company_batch(config.seed, 0, config.number_of_companies, 0).column("company_id").to_pylist()
@@ -73,7 +70,7 @@ def test_exercise_scd2_name_at_a_time(living: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_exercise_stream_static_join_loses_no_event(spark: SparkSession, living: dict[str, Any]) -> None:
-    events = spark.read.format("delta").load(str(living["pipeline"].layout.table("driver_events")))
+    events = spark.read.format("delta").load(str(living["layout"].table("driver_events")))
     for _ in range(2):  # pasted twice in one session: the memory sink starts afresh, no checkpoint in the way
         _run(living, 1)
         assert spark.table("events_named").count() == events.count() > 0
@@ -81,7 +78,7 @@ def test_exercise_stream_static_join_loses_no_event(spark: SparkSession, living:
 
 @pytest.mark.slow
 def test_exercise_change_data_feed_has_one_insert_per_version(spark: SparkSession, living: dict[str, Any]) -> None:
-    history = spark.read.format("delta").load(str(living["pipeline"].layout.table("companies_history")))
+    history = spark.read.format("delta").load(str(living["layout"].table("companies_history")))
     runs = []
     for _ in range(2):  # pasted twice in one session gives the same changes
         _run(living, 2)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from helpers import table
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark.config import EVENT_TYPES, config_dirs, load_config
@@ -269,10 +270,6 @@ def _backfill(spark: SparkSession, data_dir: Path, hours: int, preset: str, per_
     return pipeline
 
 
-def _table(spark: SparkSession, pipeline: Pipeline, name: str) -> DataFrame:
-    return spark.read.format("delta").load(str(pipeline.layout.table(name)))
-
-
 @pytest.fixture(scope="module")
 def messy_dir(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     return _backfill(spark, tmp_path_factory.mktemp("messy"), 6, "messy")
@@ -282,9 +279,9 @@ def messy_dir(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_quarantine_bad_records_with_their_reasons_equal_the_answer_key(
     spark: SparkSession, messy_dir: Pipeline
 ) -> None:
-    discarded = _table(spark, messy_dir, "discarded_events")
-    batches = _table(spark, messy_dir, "batches")
-    events = _table(spark, messy_dir, "driver_events")
+    discarded = table(spark, messy_dir.layout, "discarded_events")
+    batches = table(spark, messy_dir.layout, "batches")
+    events = table(spark, messy_dir.layout, "driver_events")
     per_batch = {r["batch_id"]: r["count"] for r in discarded.groupBy("batch_id").count().collect()}
     key = {r["batch_id"]: r["bad_records"] for r in batches.collect() if r["bad_records"]}
     assert per_batch == key and sum(key.values()) > 0
@@ -296,7 +293,7 @@ def test_quarantine_bad_records_with_their_reasons_equal_the_answer_key(
 
 @pytest.mark.slow
 def test_batches_late_and_duplicate_columns_equal_driver_events(spark: SparkSession, messy_dir: Pipeline) -> None:
-    events = _table(spark, messy_dir, "driver_events")
+    events = table(spark, messy_dir.layout, "driver_events")
     rows = events.select("event_id", "timestamp", "interval_start", "batch_id").collect()
     seen: set[str] = set()
     observed: dict[str, list[int]] = {}
@@ -305,7 +302,7 @@ def test_batches_late_and_duplicate_columns_equal_driver_events(spark: SparkSess
         counts[0] += row["timestamp"] < row["interval_start"]
         counts[1] += row["event_id"] in seen
         seen.add(row["event_id"])
-    batches = _table(spark, messy_dir, "batches").collect()
+    batches = table(spark, messy_dir.layout, "batches").collect()
     key = {b["batch_id"]: [b["late_events"], b["duplicate_events"]] for b in batches if b["event_count"]}
     assert key == observed and sum(v[0] for v in key.values()) > 0 and sum(v[1] for v in key.values()) > 0
     assert sum(b["event_count"] for b in batches) == len(rows)
@@ -315,8 +312,8 @@ def test_batches_late_and_duplicate_columns_equal_driver_events(spark: SparkSess
 def test_drop_duplicates_gives_the_knob_off_run(spark: SparkSession, messy_dir: Pipeline, tmp_path: Path) -> None:
     plain = _backfill(spark, tmp_path / "plain", 6, "small", per_trigger=6)
     cutoff = F.lit(START + timedelta(hours=6) - timedelta(minutes=30))
-    messy = _table(spark, messy_dir, "driver_events").dropDuplicates(["event_id"]).select(*EVENT_FIELDS)
-    clean = _table(spark, plain, "driver_events").select(*EVENT_FIELDS)
+    messy = table(spark, messy_dir.layout, "driver_events").dropDuplicates(["event_id"]).select(*EVENT_FIELDS)
+    clean = table(spark, plain.layout, "driver_events").select(*EVENT_FIELDS)
     assert messy.filter(F.col("timestamp") < cutoff).exceptAll(clean).count() == 0
     assert clean.filter(F.col("timestamp") < cutoff).exceptAll(messy).count() == 0
     assert messy.exceptAll(clean).count() == 0  # what a bounded run did not deliver is only missing
@@ -408,8 +405,8 @@ def test_exercise_drop_duplicates_within_watermark_gives_the_knob_off_events(
     assert clean.filter(F.col("timestamp") < cutoff).exceptAll(result).count() == 0
     assert result.exceptAll(clean).count() == 0
     # The answer key: the rows it removed are the duplicate deliveries of batches.
-    removed = _table(spark, messy_dir, "driver_events").count() - result.count()
-    assert removed == _table(spark, messy_dir, "batches").agg(F.sum("duplicate_events")).collect()[0][0] > 0
+    removed = table(spark, messy_dir.layout, "driver_events").count() - result.count()
+    assert removed == table(spark, messy_dir.layout, "batches").agg(F.sum("duplicate_events")).collect()[0][0] > 0
 
 
 @pytest.mark.slow
@@ -421,7 +418,7 @@ def test_a_batches_table_from_before_the_knobs_gains_the_answer_key_columns(
     old += "generation_time TIMESTAMP, eligible_companies BIGINT, total_companies BIGINT"
     spark.sql(f"CREATE TABLE delta.`{layout.table('batches')}` ({old}) USING delta")
     pipeline = _backfill(spark, tmp_path, 1, "messy", per_trigger=4)
-    batches = _table(spark, pipeline, "batches")
+    batches = table(spark, pipeline.layout, "batches")
     assert {"late_events", "duplicate_events", "bad_records"} <= set(batches.columns)
     rows = batches.collect()
     assert len(rows) == 4 and all(r["late_events"] is not None for r in rows)

@@ -48,6 +48,7 @@ def _outputs(notebook: object, stream: str | None = None) -> str:
     )
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RUN, ids=lambda p: p.stem)
 def test_notebook_runs_twice_in_one_folder(path: Path, tmp_path: Path) -> None:

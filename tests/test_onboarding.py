@@ -144,6 +144,7 @@ def test_dataset_record_keeps_the_drawn_seed(tmp_path: Path) -> None:
         ensure_dataset(layout, config.with_seed(first.seed + 1))
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_onboard_now_command_is_idempotent(tmp_path: Path) -> None:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 # Bounds: examples per operation, seconds per request and per run (``--max-time`` would fuzz until it is spent).
 MAX_EXAMPLES = "30"
 RUN_TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, P
     """``fleetgen run`` in a subprocess: its URL, its drawn token (read as a client would) and its log."""
     root = tmp_path_factory.mktemp("openapi")
     data, log = root / "data", root / "run.log"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     env.pop("FLEETGEN_API_TOKEN", None)
     command = [sys.executable, "-m", "fleetgen_spark.cli", "run", "--master", "local[1]", "--config", "small"]

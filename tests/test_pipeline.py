@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import table
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
@@ -46,12 +47,8 @@ def backfilled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) ->
     return _backfill(spark, data_dir, 4, companies_per_onboarding=2, company_onboarding_interval="PT1H")
 
 
-def _table(spark: SparkSession, pipeline: Pipeline, name: str):  # type: ignore[no-untyped-def]
-    return spark.read.format("delta").load(str(pipeline.layout.table(name)))
-
-
 def test_one_batches_row_per_interval_including_empty_ones(spark: SparkSession, backfilled: Pipeline) -> None:
-    batches = _table(spark, backfilled, "batches").orderBy("interval_start").collect()
+    batches = table(spark, backfilled.layout, "batches").orderBy("interval_start").collect()
     assert len(batches) == 16
     assert [b["interval_start"].replace(tzinfo=None) for b in batches] == [
         (START + timedelta(minutes=15 * i)).replace(tzinfo=None) for i in range(16)
@@ -64,9 +61,9 @@ def test_one_batches_row_per_interval_including_empty_ones(spark: SparkSession, 
 
 
 def test_batches_counts_equal_driver_events(spark: SparkSession, backfilled: Pipeline) -> None:
-    events = _table(spark, backfilled, "driver_events")
+    events = table(spark, backfilled.layout, "driver_events")
     per_batch = {r["batch_id"]: r["count"] for r in events.groupBy("batch_id").count().collect()}
-    batches = {r["batch_id"]: r["event_count"] for r in _table(spark, backfilled, "batches").collect()}
+    batches = {r["batch_id"]: r["event_count"] for r in table(spark, backfilled.layout, "batches").collect()}
     assert sum(batches.values()) == events.count() > 0
     assert {k: v for k, v in batches.items() if v} == per_batch
     assert events.select("event_id").distinct().count() == events.count()
@@ -75,9 +72,9 @@ def test_batches_counts_equal_driver_events(spark: SparkSession, backfilled: Pip
 
 def test_manifest_equals_tables(spark: SparkSession, backfilled: Pipeline) -> None:
     manifest = read_json(backfilled.layout.batch_manifest)
-    batches = _table(spark, backfilled, "batches")
+    batches = table(spark, backfilled.layout, "batches")
     assert manifest["batch_count"] == batches.count()
-    assert manifest["total_events"] == _table(spark, backfilled, "driver_events").count()
+    assert manifest["total_events"] == table(spark, backfilled.layout, "driver_events").count()
     assert manifest["last_batch_id"] == batches.agg(F.max("batch_id")).collect()[0][0]
     state = read_json(backfilled.layout.state)
     assert state["last_driver_batch"] == manifest["last_batch_id"]
@@ -85,8 +82,8 @@ def test_manifest_equals_tables(spark: SparkSession, backfilled: Pipeline) -> No
 
 
 def test_every_event_belongs_to_an_eligible_company(spark: SparkSession, backfilled: Pipeline) -> None:
-    events = _table(spark, backfilled, "driver_events")
-    companies = _table(spark, backfilled, "companies")
+    events = table(spark, backfilled.layout, "driver_events")
+    companies = table(spark, backfilled.layout, "companies")
     joined = events.join(companies, "company_id", "left")
     assert joined.filter(F.col("created_at").isNull()).count() == 0
     assert joined.filter(F.col("created_at") >= F.col("interval_start")).count() == 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ def test_notebook_examples_run(spark: SparkSession, tmp_path: Path, monkeypatch:
     assert not namespace["query"].isActive  # type: ignore[attr-defined]
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 def test_the_stream_snippet_shows_rows_and_stops_quietly_twice_in_one_folder(tmp_path: Path) -> None:
     """As a user pastes it: a fresh Python each time, in the same folder; output is ours and Spark's console only."""
     blocks = re.findall(r"```python\n(.*?)```", _section("Use it from a notebook"), re.DOTALL)

@@ -14,7 +14,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from helpers import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
@@ -375,15 +375,9 @@ def _fuzz(client: httpx.Client) -> None:
 # -- the real `fleetgen run`, driven by signals ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def fleetgen_run(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     env.pop("FLEETGEN_API_TOKEN", None)
     args = ["--config", "small", "--speedup", "3600", "--data-dir", str(data_dir), "--port", str(port)]
@@ -426,6 +420,7 @@ def _sigterm(proc: subprocess.Popen[bytes], log: Path) -> float:
     return time.monotonic() - began
 
 
+@pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
 def test_fleetgen_run_obeys_signals_and_sigterm_exits_within_30_s_in_every_state(tmp_path: Path) -> None:
     """Signals pause and resume; a pause survives a restart; SIGTERM while paused, pausing and running exits 0.

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import HdfsServer, S3Server
+from helpers import Datasets
 from pyspark.sql import SparkSession
-from test_exactly_once import START, _assert_equal_to, _backfill, _rows
+from test_exactly_once import START, _assert_equal_to, _backfill, _rows, reference_backfill
 
 from fleetgen_spark import load_config
 from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
@@ -161,9 +162,9 @@ def test_a_clean_killed_after_its_commit_is_finished_by_the_next_writer(remote_d
 
 
 @pytest.fixture(scope="module")
-def local_reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> DataDir:
-    """An uninterrupted local backfill of three hours."""
-    return _backfill(spark, tmp_path_factory.mktemp("local"), 3, max_intervals_per_trigger=4).layout
+def local_reference(spark: SparkSession, datasets: Datasets) -> DataDir:
+    """An uninterrupted local backfill of three hours (the one test_exactly_once compares with)."""
+    return reference_backfill(spark, datasets)
 
 
 def test_a_backfill_on_s3a_equals_a_local_one_even_with_its_checkpoints_deleted(
