@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import HdfsServer
+from helpers import free_port
 
 from fleetgen_spark.session import DELTA_PACKAGE, _loopback_cluster
 
@@ -43,12 +43,6 @@ RUN_TIMEOUT_S = 900
 CLUSTER_TIMEOUT_S = 300
 TABLES = {"companies": ["company_id"], "driver_events": ["event_id"], "batches": ["batch_id"]}
 WALL_CLOCK_COLUMNS = {"generation_time"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def job_env(**extra: str) -> dict[str, str]:

@@ -94,7 +94,8 @@ def test_one_writer_on_s3_a_second_is_refused_naming_the_holder(s3_server: S3Ser
     assert data_dir.storage.read_bytes(LEASE) is None  # a process that ends gives its lease up (atexit)
 
 
-@pytest.fixture(params=["s3a", "hdfs"])
+# The HDFS mini cluster is a JVM: its cases are in the spark tier (make test-fast starts no JVM).
+@pytest.fixture(params=["s3a", pytest.param("hdfs", marks=pytest.mark.spark)])
 def remote_dir(request: pytest.FixtureRequest) -> DataDir:
     """A fresh data directory on the S3 server or on the HDFS mini cluster (no Spark needed)."""
     if request.param == "s3a":
@@ -243,7 +244,7 @@ def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["s3a", "hdfs"])
+@pytest.mark.parametrize("scheme", ["s3a", pytest.param("hdfs", marks=pytest.mark.spark)])
 def test_a_cli_backfill_killed_then_finished_equals_a_local_run(
     spark: SparkSession, scheme: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
