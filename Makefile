@@ -55,6 +55,7 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/bench_throughput.py
 	$(PY) benchmarks/bench_latency.py
+	$(PY) benchmarks/bench_process.py
 
 clean-venv:
 	rm -rf $(VENV)

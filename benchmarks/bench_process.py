@@ -1,0 +1,156 @@
+"""`fleetgen backfill` into Delta as a user runs it, against its yardsticks, whole processes, in turns.
+
+Each round runs, one after the other and each in a fresh directory:
+
+- ``fleetgen``: ``fleetgen backfill --config scaling`` over 41 intervals (about 4 million events; the
+  first interval has no eligible company), local[2];
+- ``dbldatagen``: the same number of event-shaped rows built with dbldatagen, appended to Delta
+  partitioned by event_date (``process_rivals.py``);
+- ``ceiling``: the same rows from a Python source re-yielding one cached Arrow batch, streamed into
+  Delta with AvailableNow (``process_rivals.py``): what any Python source costs;
+- ``start-up``: ``fleetgen backfill --config small`` of one interval: what is fixed per process.
+
+A warm-up round first (jar caches, page cache), then ``--rounds`` counted rounds; the ratios are taken
+round by round (the machine's speed drifts, a round's runs share it) and their median reported.
+Wall time from start to exit, CPU time of the process and its children. Writes results/process.json
+and regenerates RESULTS.md.
+
+    .venv/bin/python benchmarks/bench_process.py [--rounds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from harness import BENCH_DIR, DEFAULT_OUT, machine_info, median, write_json
+from report import render_results
+
+START = datetime(2025, 11, 8, tzinfo=timezone.utc)
+FLEETGEN = Path(sys.executable).with_name("fleetgen")
+RIVALS = BENCH_DIR / "process_rivals.py"
+TIMEOUT_S = 1800
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _run(command: list[str]) -> dict[str, Any]:
+    """Run a whole process; its wall and CPU seconds, exit code and last output line."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=BENCH_DIR.parent)
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "last_line": lines[-1] if lines else ""}
+
+
+def _backfill(out: Path, config: str, intervals: int) -> list[str]:
+    end = START + timedelta(minutes=15 * intervals)
+    return [
+        str(FLEETGEN), "backfill", "--config", config, "--start", _iso(START), "--end", _iso(end),
+        "--data-dir", str(out), "--master", "local[2]",
+    ]  # fmt: skip
+
+
+def _events(line: str) -> int:
+    found = re.search(r"backfill done: \d+ intervals, ([\d,]+) events", line)
+    if not found:
+        raise SystemExit(f"no event count in the backfill's last line: {line!r}")
+    return int(found[1].replace(",", ""))
+
+
+def _startup_s(line: str) -> float | None:
+    found = re.search(r"\(\+([\d.]+) s starting Spark and opening the tables\)", line)
+    return float(found[1]) if found else None
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--intervals", type=int, default=41, help="intervals of the scaling backfill (41)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 intervals, one round, no warm-up")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    intervals, rounds, warmup = (3, 1, 0) if args.quick else (args.intervals, args.rounds, 1)
+    machine = machine_info()
+    began = time.monotonic()
+    runs: dict[str, list[dict[str, Any]]] = {"fleetgen": [], "dbldatagen": [], "ceiling": [], "start-up": []}
+    rows = 0
+    with tempfile.TemporaryDirectory(prefix="fleetgen-process-") as tmp:
+        for number in range(warmup + rounds):
+            counted = number >= warmup
+            work = Path(tmp) / f"round-{number}"
+            fleet = _run(_backfill(work / "fleetgen", "scaling", intervals))
+            rows = _events(fleet["last_line"])
+            fleet["startup_s"] = _startup_s(fleet["last_line"])
+            rival = [sys.executable, str(RIVALS)]
+            results = {
+                "fleetgen": fleet,
+                "dbldatagen": _run([*rival, "dbldatagen", "--rows", str(rows), "--out", str(work / "dbl")]),
+                "ceiling": _run([*rival, "ceiling", "--rows", str(rows), "--out", str(work / "ceil")]),
+                "start-up": _run(_backfill(work / "one", "small", 2)),
+            }
+            results["start-up"]["startup_s"] = _startup_s(results["start-up"]["last_line"])
+            shutil.rmtree(work, ignore_errors=True)
+            state = "counted" if counted else "warm-up"
+            print(f"round {number} ({state}): " + ", ".join(f"{k} {v['wall_s']:.1f} s" for k, v in results.items()))
+            if counted:
+                for name, result in results.items():
+                    runs[name].append(result)
+
+    def per_round(rival: str) -> float:  # rows/s of fleetgen over the rival's = the rival's time over fleetgen's
+        return median([r["wall_s"] / f["wall_s"] for f, r in zip(runs["fleetgen"], runs[rival], strict=True)])
+
+    ratios = {"fleetgen_vs_dbldatagen": per_round("dbldatagen"), "fleetgen_vs_ceiling": per_round("ceiling")}
+    summary = {
+        name: {
+            "wall_s": median([r["wall_s"] for r in results]),
+            "cpu_s": median([r["cpu_s"] for r in results]),
+            "rows_per_s": round(rows / median([r["wall_s"] for r in results])) if name != "start-up" else None,
+            "startup_s": median([r["startup_s"] for r in results if r.get("startup_s") is not None] or [0.0]),
+        }
+        for name, results in runs.items()
+    }
+    data = {
+        "machine": machine,
+        "wall_s": round(time.monotonic() - began, 1),
+        "rows": rows,
+        "intervals": intervals,
+        "rounds": rounds,
+        "summary": summary,
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "runs": runs,
+    }
+    write_json(args.out / "process.json", data)
+    print(
+        f"fleetgen backfill {summary['fleetgen']['wall_s']:.1f} s, dbldatagen {summary['dbldatagen']['wall_s']:.1f} s,"
+        f" ceiling {summary['ceiling']['wall_s']:.1f} s ({rows:,} rows); fleetgen ÷ dbldatagen "
+        f"{ratios['fleetgen_vs_dbldatagen']:.3f}x, ÷ ceiling {ratios['fleetgen_vs_ceiling']:.3f}x; "
+        f"one-interval backfill {summary['start-up']['wall_s']:.1f} s"
+    )
+    # RESULTS.md shows all three benchmarks: `make bench` runs them in turn, this one last.
+    others = all((args.out / name).is_file() for name in ("throughput.json", "latency.json"))
+    if others and not args.quick:
+        print(f"wrote {render_results(args.out, BENCH_DIR / 'RESULTS.md')}")
+    elif not args.quick:
+        print(f"RESULTS.md not regenerated: {args.out} lacks throughput.json or latency.json (make bench runs all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
