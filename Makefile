@@ -43,6 +43,7 @@ lint: install
 	$(BIN)/ruff check fleetgen_spark tests jobs benchmarks
 	$(BIN)/ruff format --check fleetgen_spark tests jobs benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest -q --durations=20

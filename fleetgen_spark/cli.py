@@ -30,6 +30,7 @@ from fleetgen_spark.config import Config, load_config
 from fleetgen_spark.datadir import DataDir
 from fleetgen_spark.dataset import check_start
 from fleetgen_spark.exceptions import FleetGenError, OptionError
+from fleetgen_spark.failures import first_line
 from fleetgen_spark.lock import hold, log_takeover
 from fleetgen_spark.logs import configure_logging, get_logger, log_event
 from fleetgen_spark.progress import Progress
@@ -334,8 +335,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fleetgen_spark.report import write_report
     from fleetgen_spark.report_data import asked, check_data_dir, read_inputs
+    from fleetgen_spark.report_plot import write_report
 
     layout = _data_dir(args)
     config = load_config(args.config).to_yaml_dict() if args.config else None
@@ -436,7 +437,7 @@ def _learner_table(spark: Any, table: str, flag: str) -> Any:
         arrow = df.toArrow()
     except AnalysisException as err:
         what = "a Delta table path" if is_path else "a table name"
-        raise OptionError(f"{flag} {table}: cannot read it as {what}: {_first_line(err)}") from err
+        raise OptionError(f"{flag} {table}: cannot read it as {what}: {first_line(err)}") from err
     return GradeInput(table, tuple(arrow.column_names), table_rows(arrow))
 
 
@@ -553,11 +554,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # argparse blames the top-level parser; name the command instead
@@ -582,12 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         if logging.getLogger("fleetgen").handlers:  # only once logging is set up: never a bare stderr line
             log_event(_log, "command failed", logging.ERROR, command=args.command, error=repr(err))
-        print(f"{prog}: error: {type(err).__name__}: {_first_line(err)} (--verbose shows the details)", file=sys.stderr)
+        print(f"{prog}: error: {type(err).__name__}: {first_line(err)} (--verbose shows the details)", file=sys.stderr)
         return 1
-
-
-def _entry() -> None:  # pragma: no cover
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

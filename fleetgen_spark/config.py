@@ -38,7 +38,6 @@ __all__ = [
 EVENT_TYPES: tuple[str, ...] = ("start driving", "stopped driving", "delivered")
 DEFAULT_WEIGHTS: dict[str, float] = {"start driving": 0.40, "stopped driving": 0.35, "delivered": 0.25}
 DEFAULT_PRESET = "base"
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # Durations must fit in the span the clock can hold (1970 to 9999, fleetgen_spark.clock).
 MAX_DURATION = timedelta(days=2_900_000)
 # number_of_companies x drivers_per_company x event_rate_per_driver: the expected events of one

@@ -41,7 +41,6 @@ __all__ = [
 
 _log = get_logger("dataset")
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
-_ONBOARDING_FIELDS = ("number_of_companies", "companies_per_onboarding", "company_onboarding_interval")
 # The config fields that shape a driver's events: a change governs the intervals after those written.
 EVENT_SHAPE_FIELDS = (
     "drivers_per_company",

@@ -1,8 +1,9 @@
 """``fleetgen report``: what was generated against what was asked, as checks and Markdown.
 
 Pure pandas (no Spark): ``report_data`` reads a data directory into a ``ReportInputs``,
-``build_checks`` turns it into ``Check`` rows using ``stats``, ``report_plot`` draws the
-figure, and ``write_report`` writes ``report.png`` and ``report.md``.
+``build_checks`` turns it into ``Check`` rows using ``stats`` and ``render_markdown`` into text;
+``report_plot`` draws the figure and writes both files (``write_report``). Imports go one way:
+``report_plot`` -> ``report``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,6 @@ __all__ = [
     "Expected",
     "PoissonView",
     "ReportInputs",
-    "ReportResult",
     "build_checks",
     "expected_shares",
     "interval_counts",
@@ -33,7 +32,6 @@ __all__ = [
     "poisson_applies",
     "poisson_view",
     "render_markdown",
-    "write_report",
 ]
 
 
@@ -430,32 +428,3 @@ def render_markdown(inputs: ReportInputs, checks: Sequence[Check], png_name: str
     if inputs.missing:
         lines += ["## Not in this data directory yet", "", *(f"- {m}" for m in inputs.missing), ""]
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    """What ``write_report`` wrote: the two files, the figure's panel count and the checks."""
-
-    png: Path
-    markdown: Path
-    panels: int
-    checks: tuple[Check, ...]
-
-    @property
-    def failed(self) -> int:
-        return sum(c.failed for c in self.checks)
-
-
-def write_report(inputs: ReportInputs, out_dir: Path) -> ReportResult:
-    """Write ``report.png`` and ``report.md`` into ``out_dir`` (created if needed)."""
-    from fleetgen_spark.report_plot import draw_report
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checks = build_checks(inputs)
-    png = out_dir / "report.png"
-    panels = draw_report(inputs, checks, png)
-    markdown = out_dir / "report.md"
-    tmp = markdown.with_suffix(".md.tmp")
-    tmp.write_text(render_markdown(inputs, checks, png.name), encoding="utf-8")
-    tmp.replace(markdown)
-    return ReportResult(png, markdown, panels, tuple(checks))

@@ -1,4 +1,4 @@
-"""The report's figure: a grid of small plots, one per check, drawn headless.
+"""The report's figure, a grid of small plots, one per check, drawn headless; and the report's files.
 
 Built on ``matplotlib.figure.Figure`` rather than pyplot: no display and no global backend
 switch (a notebook that imports this keeps its inline plots); ``savefig`` renders the PNG
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,14 @@ from fleetgen_spark.report import (
     HOS_ON_DUTY_S,
     Check,
     ReportInputs,
+    build_checks,
     expected_shares,
     poisson_applies,
     poisson_view,
+    render_markdown,
 )
 
-__all__ = ["draw_report", "panel_names", "report_figure"]
+__all__ = ["ReportResult", "draw_report", "panel_names", "report_figure", "write_report"]
 
 Panel = Callable[[Axes, ReportInputs], None]
 _REALISM = ("late share", "duplicate share", "bad-record share")
@@ -330,3 +333,30 @@ def report_figure(inputs: ReportInputs, checks: Sequence[Check]) -> Figure:
     )
     fig.tight_layout()
     return fig
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What ``write_report`` wrote: the two files, the figure's panel count and the checks."""
+
+    png: Path
+    markdown: Path
+    panels: int
+    checks: tuple[Check, ...]
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.checks)
+
+
+def write_report(inputs: ReportInputs, out_dir: Path) -> ReportResult:
+    """Write ``report.png`` and ``report.md`` into ``out_dir`` (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checks = build_checks(inputs)
+    png = out_dir / "report.png"
+    panels = draw_report(inputs, checks, png)
+    markdown = out_dir / "report.md"
+    tmp = markdown.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(inputs, checks, png.name), encoding="utf-8")
+    tmp.replace(markdown)
+    return ReportResult(png, markdown, panels, tuple(checks))

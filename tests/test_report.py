@@ -28,10 +28,9 @@ from fleetgen_spark.report import (
     build_checks,
     poisson_view,
     render_markdown,
-    write_report,
 )
 from fleetgen_spark.report_data import read_inputs, shift_summary
-from fleetgen_spark.report_plot import panel_names, report_figure
+from fleetgen_spark.report_plot import panel_names, report_figure, write_report
 from fleetgen_spark.stats import ALPHA, chi2_sf, fraction_check, poisson_band, poisson_check, shares_check
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
