@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import rivals
+from pyspark import cloudpickle
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from rivals import CachedBatchDataSource, Workload, dbldatagen_events
