@@ -12,7 +12,8 @@ Each round runs, one after the other and each in a fresh directory:
 
 A warm-up round first (jar caches, page cache), then ``--rounds`` counted rounds; the ratios are taken
 round by round (the machine's speed drifts, a round's runs share it) and their median reported.
-Wall time from start to exit, CPU time of the process and its children. Writes results/process.json
+Wall time from start to exit. (The CPU seconds in process.json count only what was reaped: the JVM,
+a grandchild, is not; they are not shown.) Writes results/process.json
 and regenerates RESULTS.md.
 
     .venv/bin/python benchmarks/bench_process.py [--rounds 3] [--quick]
