@@ -375,16 +375,17 @@ def cmd_exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+# The options of one exercise each, and that exercise.
+_GRADE_OPTIONS = {"--as-of": "scd2", "--quarantine-table": "quarantine", "--watermark": "late-windows"}
+
+
 def cmd_grade(args: argparse.Namespace) -> int:
     from fleetgen_spark.answers import generated
     from fleetgen_spark.exercises import grade
 
-    if args.as_of is not None and args.exercise != "scd2":
-        args.subparser.error(f"--as-of is an option of scd2, not of {args.exercise}")
-    if args.quarantine_table is not None and args.exercise != "quarantine":
-        args.subparser.error(f"--quarantine-table is an option of quarantine, not of {args.exercise}")
-    if args.watermark is not None and args.exercise != "late-windows":
-        args.subparser.error(f"--watermark is an option of late-windows, not of {args.exercise}")
+    for flag, owner in _GRADE_OPTIONS.items():
+        if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None and args.exercise != owner:
+            args.subparser.error(f"{flag} is an option of {owner}, not of {args.exercise}")
     options: dict[str, Any] = {}
     if args.watermark is not None:
         options["watermark"] = _watermark(args.watermark)
@@ -415,12 +416,13 @@ def cmd_grade(args: argparse.Namespace) -> int:
 def _watermark(value: str) -> timedelta:
     from fleetgen_spark.config import parse_duration
 
+    wrong = OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M")
     try:
         delay = parse_duration(value, "--watermark")
     except ValueError as err:
-        raise OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M") from err
+        raise wrong from err
     if not timedelta(0) <= delay <= timedelta(days=1):
-        raise OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M")
+        raise wrong
     return delay
 
 
