@@ -311,6 +311,19 @@ class DataDir:
         """Whether a table holds a Delta table with at least one commit."""
         return any(n.endswith(".json") and n[:20].isdigit() for n in self.names(f"delta/{table}/_delta_log"))
 
+    def is_empty_table(self, table: str) -> bool:
+        """Whether a Delta table holds its creation commit only, and that commit added no file.
+
+        Read from the log's files (two small reads, no Spark job). The one writer of a data
+        directory may then append where it would MERGE: nothing is there to match.
+        """
+        log = f"delta/{table}/_delta_log"
+        commits = sorted(n for n in self.names(log) if n.endswith(".json") and n[:20].isdigit())
+        if commits != [f"{0:020d}.json"]:
+            return False
+        text = self.read_text(f"{log}/{commits[0]}") or ""
+        return not any("add" in json.loads(line) for line in text.splitlines() if line.strip())
+
     # -- the writer's mark ---------------------------------------------------------------------
 
     def is_fleetgen_dir(self) -> bool:

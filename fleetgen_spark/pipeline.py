@@ -196,18 +196,27 @@ class Pipeline:
         on_progress: Callable[[StreamingQuery], None] | None = None,
         say: Callable[[str], None] | None = None,
     ) -> None:
-        """Onboard every due tick, then generate every available interval, then return; ``say`` hears
-        which of the two is under way.
+        """Onboard every due tick and generate every available interval, then return; ``say`` hears
+        what is under way.
 
-        A query that fails raises :class:`GenerationError` with the cause in one line (the full
-        error is in the JSON log).
+        The two queries run side by side: the events writer checks eligibility against the
+        onboarding plan, not the companies table, and a backfill does not wait for companies
+        (``wait_for_companies_s`` 0), so neither needs the other to finish first. On 2 cores that
+        overlaps the companies MERGE with the events query's first micro-batch (which starts once
+        the companies query runs its first trigger, see :func:`_until_triggered`). A query that
+        fails stops the other and raises :class:`GenerationError` with the cause in one line (the
+        full error is in the JSON log).
         """
         if say is not None:
-            say("onboarding companies ...")
-        _await(self.start_companies(True), None)
-        if say is not None:
-            say("generating events ...")
-        _await(self.start_events(True), on_progress)
+            say("onboarding companies and generating events ...")
+        companies = self.start_companies(True)
+        try:
+            _until_triggered(companies)
+            events = self.start_events(True)
+        except BaseException:
+            companies.stop()
+            raise
+        _await_all([companies, events], on_progress)
 
     def written_until(self) -> datetime | None:
         """The end of the last interval the tables hold (None: none yet)."""
@@ -236,14 +245,45 @@ class Pipeline:
 COMPANIES_WAIT_S = 10.0
 
 
-def _await(query: StreamingQuery, on_progress: Callable[[StreamingQuery], None] | None) -> None:
+# Spark waits 10 s, fixed, for a Python process it starts to connect back (PythonWorkerFactory),
+# and each Python streaming source starts one on the driver when its query initialises. Two queries
+# initialising at once on a busy 2-core machine were seen to miss it ("Python worker failed to
+# connect back"), so the second query starts once the first is past its initialisation.
+_TRIGGER_WAIT_S = 30.0
+
+
+def _until_triggered(query: StreamingQuery) -> None:
+    """Wait (at most ``_TRIGGER_WAIT_S``) until ``query`` runs its first trigger or has ended."""
+    deadline = time.monotonic() + _TRIGGER_WAIT_S
+    while query.isActive and not query.status["isTriggerActive"] and query.lastProgress is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def _await_all(queries: list[StreamingQuery], on_progress: Callable[[StreamingQuery], None] | None) -> None:
+    """Wait until every query has ended; ``on_progress`` hears the last one about once a second.
+
+    The first query that fails stops the others and raises :class:`GenerationError` (what a stopped
+    query had half written is finished exactly once by the next run: the ledger's orphans).
+    """
+    waiting = queries[0]
     try:
-        while query.isActive:
+        while True:
+            for waiting in queries:
+                if not waiting.isActive:
+                    waiting.awaitTermination()  # re-raises the query's error, if any
+            active = [q for q in queries if q.isActive]
+            if not active:
+                return
             if on_progress is not None:
-                on_progress(query)
-            query.awaitTermination(1)
-        query.awaitTermination()  # re-raises the query's error, if any
+                on_progress(queries[-1])
+            waiting = active[0]
+            waiting.awaitTermination(1)
     except StreamingQueryException as err:
         cause = first_line(err)
-        log_event(_log, "query failed: generation stopped", logging.ERROR, name=query.name, error=cause)
-        raise GenerationError(f"the {query.name} query failed: {cause}") from None
+        for other in queries:
+            if other.isActive:
+                other.stop()
+        log_event(_log, "query failed: generation stopped", logging.ERROR, name=waiting.name, error=cause)
+        raise GenerationError(f"the {waiting.name} query failed: {cause}") from None

@@ -10,7 +10,8 @@ than what the table holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -32,6 +33,10 @@ _SCD1 = (
     "WHEN MATCHED AND (t.updated_at IS NULL OR s.updated_at > t.updated_at) THEN UPDATE SET * "
     "WHEN NOT MATCHED THEN INSERT *"
 )
+# SCD1 of first versions only (no churn in the batch): a first version is a company's oldest, so a
+# row already there is never older and the MATCHED clause above could never fire. Insert-only, Delta
+# runs it as one anti join and an append (no pass to find the files to rewrite).
+_SCD1_FIRST = "MERGE INTO {table} t USING {view} s ON t.company_id = s.company_id WHEN NOT MATCHED THEN INSERT *"
 # SCD2: the staged rows are the new versions and the current rows they close; one commit does both.
 _SCD2 = (
     "MERGE INTO {table} t USING {view} s ON t.company_id = s.company_id AND t.valid_from = s.valid_from "
@@ -58,6 +63,8 @@ class CompaniesWriter:
 
     layout: DataDir
     query: str = "companies"
+    # (companies, newest version's instant) of the table, read once, then kept as this writer MERGEs.
+    _summary: tuple[int, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
         ensure_logging(self.layout)  # on Spark Connect this runs in a Python worker of the server
@@ -72,13 +79,19 @@ class CompaniesWriter:
             .when(~F.col("active") & (F.col("updated_at") == F.col("created_at")), F.lit("inactive_company"))
         )
         checked = df.withColumn("_reason", reason)
-        valid = checked.filter(F.col("_reason").isNull()).drop("_reason")
-        inserted = updated = versions = 0
-        # One small job says whether there is anything to MERGE and whether any row is a change of a
-        # known company; without churn none is, and both MERGEs skip their windows and joins.
-        counts = valid.agg(
-            F.count(F.lit(1)).alias("rows"), F.count_if(F.col("updated_at") != F.col("created_at")).alias("changes")
+        ok = F.col("_reason").isNull()
+        valid = checked.filter(ok).drop("_reason")
+        inserted = updated = versions = discarded = 0
+        # One small job says whether there is anything to MERGE or to discard, whether any row is a
+        # change of a known company (without churn none is, and both MERGEs skip their windows and
+        # joins), and the newest version's instant.
+        counts = checked.agg(
+            F.count_if(ok).alias("rows"),
+            F.count_if(ok & (F.col("updated_at") != F.col("created_at"))).alias("changes"),
+            F.count_if(~ok).alias("invalid"),
+            F.max(F.when(ok, F.coalesce("updated_at", "created_at"))).alias("newest"),
         ).collect()[0]
+        total, newest = self._summary or self._read_summary(spark)
         if counts["rows"]:
             changes = bool(counts["changes"])
             inserted, updated = self._merge_current(spark, valid, epoch, changes)
@@ -86,18 +99,18 @@ class CompaniesWriter:
             # written after companies): a plain append, about half the cost of a MERGE.
             fresh = inserted if not changes and inserted == counts["rows"] else 0
             versions = self._merge_history(spark, valid, epoch, changes, fresh)
-        discarded = self._discard(spark, checked, epoch)
-        summary = (
-            spark.read.format("delta")
-            .load(str(self.layout.table("companies")))
-            .agg(F.count(F.lit(1)).alias("n"), F.max(F.coalesce("updated_at", "created_at")).alias("m"))
-            .collect()[0]
-        )
-        if summary["m"] is not None:
+            # A version the MERGE did not apply is one the table holds, or an older one: the newest
+            # instant is the batch's or the table's, whichever is later.
+            total += inserted
+            newest = max(v for v in (newest, counts["newest"]) if v is not None)
+        self._summary = (total, newest)
+        if counts["invalid"]:
+            discarded = self._discard(spark, checked, epoch)
+        if newest is not None:
             self.layout.update_state(
-                last_company_batch=batch_id(summary["m"]),
-                last_company_tick=iso(summary["m"]),
-                company_count=int(summary["n"]),
+                last_company_batch=batch_id(newest),
+                last_company_tick=iso(newest),
+                company_count=total,
             )
         log_event(
             _log,
@@ -107,8 +120,20 @@ class CompaniesWriter:
             updated=updated,
             versions=versions,
             discarded=discarded,
-            total=summary["n"],
+            total=total,
         )
+
+    def _read_summary(self, spark: SparkSession) -> tuple[int, Any]:
+        """(companies, newest version's instant) of the table; a new table's without a Spark job."""
+        if self.layout.is_empty_table("companies"):
+            return 0, None
+        row = (
+            spark.read.format("delta")
+            .load(str(self.layout.table("companies")))
+            .agg(F.count(F.lit(1)).alias("n"), F.max(F.coalesce("updated_at", "created_at")).alias("m"))
+            .collect()[0]
+        )
+        return int(row["n"]), row["m"]
 
     def _merge_current(self, spark: SparkSession, valid: DataFrame, epoch: int, changes: bool) -> tuple[int, int]:
         """SCD1: the newest version of each company of the batch; return (inserted, updated) rows.
@@ -121,7 +146,7 @@ class CompaniesWriter:
             latest = valid.withColumn("_n", F.row_number().over(newest)).filter(F.col("_n") == 1).drop("_n")
         view = f"fleetgen_companies_batch_{epoch}"
         latest.createOrReplaceTempView(view)
-        merge = _SCD1.format(table=sql_path(self.layout, "companies"), view=view)
+        merge = (_SCD1 if changes else _SCD1_FIRST).format(table=sql_path(self.layout, "companies"), view=view)
         metrics = retry_conflicts(lambda: spark.sql(merge).collect(), "merge companies")
         if not metrics:
             return 0, 0

@@ -104,6 +104,26 @@ def remote_dir(request: pytest.FixtureRequest) -> DataDir:
     return DataDir(f"{hdfs.namenode}/fleet-{uuid.uuid4().hex[:8]}", hdfs.conf())
 
 
+@pytest.mark.parametrize("where", ["local", "s3a"])
+def test_a_table_is_empty_while_its_log_holds_only_a_creation_that_added_no_file(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What lets the companies writer skip reading a new table (scd._read_summary), read from the log's files."""
+    layout = DataDir(tmp_path) if where == "local" else _s3_dir(request.getfixturevalue("s3_server"))
+    log = "delta/companies/_delta_log"
+    assert not layout.is_empty_table("companies"), "no table at all is not an empty table"
+    creation = [{"commitInfo": {"operation": "CREATE TABLE"}}, {"protocol": {}}, {"metaData": {"id": "x"}}]
+    layout.write_text(f"{log}/{0:020d}.json", "\n".join(json.dumps(a) for a in creation) + "\n")
+    layout.write_text(f"{log}/{0:020d}.crc", "{}")
+    assert layout.is_empty_table("companies")
+    layout.write_text(f"{log}/{1:020d}.json", json.dumps({"add": {"path": "part-0.parquet"}}) + "\n")
+    assert not layout.is_empty_table("companies"), "a second commit"
+    layout.delete(f"{log}/{1:020d}.json")
+    written = [*creation, {"add": {"path": "part-0.parquet"}}]
+    layout.write_text(f"{log}/{0:020d}.json", "\n".join(json.dumps(a) for a in written) + "\n")
+    assert not layout.is_empty_table("companies"), "a first commit that added a file (an older release's)"
+
+
 def test_the_lease_names_the_command_without_its_conf_values() -> None:
     line = command_line(
         ["backfill", "--conf", "spark.hadoop.fs.s3a.secret.key=s3cr3t", "--conf=a=b", "--data-dir", "x"]
