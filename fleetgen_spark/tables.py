@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
@@ -120,8 +121,15 @@ def ensure_tables(spark: SparkSession, layout: DataDir) -> list[str]:
     Change Data Feed), and a new companies_history starts from the companies already there.
     """
     created = [name for name in TABLES if not layout.has_commits(name)]
-    for name in created:
-        retry_conflicts(lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")  # type: ignore[misc]
+    # Side by side: each CREATE is a commit of its own, and on a new JVM most of one is loading the
+    # classes they all need (the first took ~5 s, the next ones ~0.5 s each on 2 cores).
+    with ThreadPoolExecutor(max_workers=max(1, len(created)), thread_name_prefix="fleetgen-create") as pool:
+        futures = [
+            pool.submit(retry_conflicts, lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")
+            for name in created
+        ]
+    for future in futures:
+        future.result()  # the first error, if any, as it was raised
     if "companies" not in created:
         _upgrade_companies(spark, layout, history_created="companies_history" in created)
     return created
