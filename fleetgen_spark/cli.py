@@ -24,24 +24,31 @@ from typing import Any, NoReturn
 import yaml
 
 from fleetgen_spark import __version__
-from fleetgen_spark.client import cmd_clean, cmd_logs, cmd_pause, cmd_resume, cmd_run, cmd_status
-from fleetgen_spark.clock import MAX_SPEEDUP, align_down, epoch_seconds, from_epoch, iso, parse_instant, parse_speedup
-from fleetgen_spark.config import Config, load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.dataset import check_start
-from fleetgen_spark.exceptions import FleetGenError, OptionError
-from fleetgen_spark.failures import first_line
-from fleetgen_spark.lock import hold, log_takeover
-from fleetgen_spark.logs import configure_logging, get_logger, log_event
+from fleetgen_spark.client import cmd_clean, cmd_logs, cmd_pause, cmd_resume, cmd_status
+from fleetgen_spark.core.clock import (
+    MAX_SPEEDUP,
+    align_down,
+    epoch_seconds,
+    from_epoch,
+    iso,
+    parse_instant,
+    parse_speedup,
+)
+from fleetgen_spark.core.config import Config, load_config
+from fleetgen_spark.core.exceptions import FleetGenError, OptionError
 from fleetgen_spark.progress import Progress
+from fleetgen_spark.service.rest import DEFAULT_HOST, DEFAULT_PORT
+from fleetgen_spark.spark.failures import first_line
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.dataset import check_start
+from fleetgen_spark.storage.lock import hold, log_takeover
+from fleetgen_spark.storage.logs import configure_logging, get_logger, log_event
 
 __all__ = ["COMMANDS", "ENVIRONMENT", "build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 _log = get_logger("cli")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 18000
 MAX_INTERVALS_PER_TRIGGER = 1_000_000  # the source option's own bound
 MAX_LOG_RECORDS = 1000  # GET /logs answers at most this many
 # The environment variables a command reads, each checked like the flag it stands for.
@@ -220,8 +227,8 @@ def _pipeline(args: argparse.Namespace, config: Config, **kwargs: Any) -> Iterat
     session stops, or the JVM would call a Python listener that is gone (two stack traces)."""
     from pyspark.sql import SparkSession
 
-    from fleetgen_spark.pipeline import Pipeline, ProgressListener
-    from fleetgen_spark.session import spark_session
+    from fleetgen_spark.spark.pipeline import Pipeline, ProgressListener
+    from fleetgen_spark.spark.session import spark_session
 
     layout = _data_dir(args)
     took_over = hold(layout)  # refuse at once, before Spark starts, when another process writes this directory
@@ -254,6 +261,23 @@ def _just_closed(config: Config) -> datetime:
     """A new data directory for a ``--now`` job starts one interval back, so one interval has closed."""
     now = align_down(from_epoch(time.time()), config.interval_seconds)
     return from_epoch(epoch_seconds(now) - config.interval_seconds)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fleetgen_spark.service.app import serve  # FastAPI and uvicorn: only for `fleetgen run`
+
+    overrides: dict[str, Any] = {"seed": args.seed} if args.seed is not None else {}
+    config = load_config(args.config, **overrides)
+    return serve(
+        config,
+        args.data_dir,
+        master=args.master,
+        remote=args.remote,
+        speedup=args.speedup,
+        host=args.host,
+        port=args.port,
+        conf=getattr(args, "spark_conf", {}),
+    )
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
@@ -335,8 +359,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fleetgen_spark.report_data import asked, check_data_dir, read_inputs
-    from fleetgen_spark.report_plot import write_report
+    from fleetgen_spark.report.data import asked, check_data_dir, read_inputs
+    from fleetgen_spark.report.plot import write_report
 
     layout = _data_dir(args)
     config = load_config(args.config).to_yaml_dict() if args.config else None
@@ -344,7 +368,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     asked(layout, config)
     from pyspark.sql import SparkSession
 
-    from fleetgen_spark.session import spark_session
+    from fleetgen_spark.spark.session import spark_session
 
     owned = SparkSession.getActiveSession() is None
     spark = spark_session(
@@ -367,7 +391,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_exercises(args: argparse.Namespace) -> int:
-    from fleetgen_spark.exercises import EXERCISES
+    from fleetgen_spark.grading.exercises import EXERCISES
 
     width = max(len(name) for name in EXERCISES)
     for name, (exercise, _) in EXERCISES.items():
@@ -380,8 +404,8 @@ _GRADE_OPTIONS = {"--as-of": "scd2", "--quarantine-table": "quarantine", "--wate
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from fleetgen_spark.answers import generated
-    from fleetgen_spark.exercises import grade
+    from fleetgen_spark.grading.answers import generated
+    from fleetgen_spark.grading.exercises import grade
 
     for flag, owner in _GRADE_OPTIONS.items():
         if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None and args.exercise != owner:
@@ -395,7 +419,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     gen = generated(layout)  # before Spark starts: a wrong directory costs no JVM
     from pyspark.sql import SparkSession
 
-    from fleetgen_spark.session import spark_session
+    from fleetgen_spark.spark.session import spark_session
 
     owned = SparkSession.getActiveSession() is None
     spark = spark_session(
@@ -414,7 +438,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _watermark(value: str) -> timedelta:
-    from fleetgen_spark.config import parse_duration
+    from fleetgen_spark.core.config import parse_duration
 
     wrong = OptionError(f"--watermark {value!r}: must be an ISO-8601 duration from PT0S to P1D, e.g. PT10M")
     try:
@@ -430,8 +454,8 @@ def _learner_table(spark: Any, table: str, flag: str) -> Any:
     """A Delta path (local or a URI) or a table name, read whole: the tables of exercises are small."""
     from pyspark.errors import AnalysisException
 
-    from fleetgen_spark.answers import table_rows
-    from fleetgen_spark.exercises import GradeInput
+    from fleetgen_spark.grading.answers import table_rows
+    from fleetgen_spark.grading.exercises import GradeInput
 
     is_path = any(c in table for c in "/\\:") or table.startswith(".") or Path(table).exists()
     try:
@@ -444,7 +468,7 @@ def _learner_table(spark: Any, table: str, flag: str) -> Any:
 
 
 def _add_grade_arguments(grade: argparse.ArgumentParser) -> None:
-    from fleetgen_spark.exercises import EXERCISES
+    from fleetgen_spark.grading.exercises import EXERCISES
 
     grade.add_argument("exercise", choices=list(EXERCISES), help="see `fleetgen exercises`")
     grade.add_argument("--table", required=True, help="the learner's table: a Delta path or URI, or a table name")

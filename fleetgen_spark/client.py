@@ -17,9 +17,9 @@ from typing import Any, TextIO
 
 import httpx
 
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.exceptions import FleetGenError
-from fleetgen_spark.rest import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, base_url, client_token
+from fleetgen_spark.core.exceptions import FleetGenError
+from fleetgen_spark.service.rest import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, base_url, client_token
+from fleetgen_spark.storage.datadir import DataDir
 
 __all__ = ["ClientError", "ServiceClient", "format_health", "format_record"]
 
@@ -186,24 +186,6 @@ def _client(args: argparse.Namespace) -> ServiceClient:
 def _print(args: argparse.Namespace, body: dict[str, Any], text: str) -> int:
     print(json.dumps(body, indent=2, default=str) if args.json else text)
     return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from fleetgen_spark.config import load_config
-    from fleetgen_spark.service import serve
-
-    overrides: dict[str, Any] = {"seed": args.seed} if args.seed is not None else {}
-    config = load_config(args.config, **overrides)
-    return serve(
-        config,
-        args.data_dir,
-        master=args.master,
-        remote=args.remote,
-        speedup=args.speedup,
-        host=args.host,
-        port=args.port,
-        conf=getattr(args, "spark_conf", {}),
-    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ from pyspark.sql import SparkSession
 
 import fleetgen_spark
 from fleetgen_spark import cli
-from fleetgen_spark.manifests import read_json
 from fleetgen_spark.progress import Progress
+from fleetgen_spark.storage.manifests import read_json
 
 # Variables the CLI reads or sets; each test starts without them and leaves none behind.
 _ENV = (*cli.ENVIRONMENT, "SPARK_LOCAL_IP", "FLEETGEN_CONF_DIR")

@@ -20,20 +20,20 @@ import pyarrow.compute as pc
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from fleetgen_spark import generate, shifts
-from fleetgen_spark.clock import batch_id, from_epoch
-from fleetgen_spark.config import EVENT_TYPES, load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.dataset import onboarding_plan
-from fleetgen_spark.exceptions import ConfigError, OptionError
-from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, driver_counts, event_batches, selected_events
-from fleetgen_spark.messy import answer_key, event_offsets_us
-from fleetgen_spark.options import parse_options
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.report import build_checks
-from fleetgen_spark.report_data import read_inputs, shift_summary
-from fleetgen_spark.schedule import BLOCK_SIZE
-from fleetgen_spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
+from fleetgen_spark.core import generate, shifts
+from fleetgen_spark.core.clock import batch_id, from_epoch
+from fleetgen_spark.core.config import EVENT_TYPES, load_config
+from fleetgen_spark.core.exceptions import ConfigError, OptionError
+from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec, driver_counts, event_batches, selected_events
+from fleetgen_spark.core.messy import answer_key, event_offsets_us
+from fleetgen_spark.core.options import parse_options
+from fleetgen_spark.core.schedule import BLOCK_SIZE
+from fleetgen_spark.report.checks import build_checks
+from fleetgen_spark.report.data import read_inputs, shift_summary
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.dataset import onboarding_plan
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)  # a Saturday, 00:00 UTC
 S = int(START.timestamp())

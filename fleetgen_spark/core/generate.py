@@ -1,0 +1,572 @@
+"""Pure generation: numpy draws in, Arrow record batches out. No Spark here.
+
+Every function is a function of its arguments only, so a block of an interval is the
+same wherever and however often it is generated. Draws are made with sequence-stable
+calls (``random`` and ``random_raw`` consume one 64-bit word per value), so cutting a
+block into slices of any size gives the same rows.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import numpy as np
+import pyarrow as pa
+
+from fleetgen_spark.core.churn import Churn, changes_at, inactive_companies
+from fleetgen_spark.core.clock import batch_id, from_epoch
+from fleetgen_spark.core.config import EVENT_TYPES
+from fleetgen_spark.core.names import company_names, first_name_codes
+from fleetgen_spark.core.schedule import BLOCK_SIZE, blocks
+from fleetgen_spark.core.seed import bit_generator, generator
+from fleetgen_spark.core.shifts import ShiftModel, interval_events
+
+__all__ = [
+    "COMPANY_SCHEMA",
+    "EVENT_SCHEMA",
+    "EventSpec",
+    "ShiftDraws",
+    "company_batch",
+    "company_ids",
+    "driver_counts",
+    "event_batches",
+    "inactive_drivers",
+    "selected_events",
+    "shift_draws",
+    "truck_numbers",
+    "uuid_strings",
+]
+
+_TS = pa.timestamp("us", tz="UTC")
+
+# Must equal pyspark's to_arrow_schema(<declared schema>, timezone="UTC") exactly,
+# nullability included, or Spark rejects the batches (DATA_SOURCE_RETURN_SCHEMA_MISMATCH).
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("driver_id", pa.string(), nullable=False),
+        pa.field("company_id", pa.string(), nullable=False),
+        pa.field("truck_id", pa.string(), nullable=True),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("timestamp", _TS, nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("interval_start", _TS, nullable=False),
+        pa.field("interval_end", _TS, nullable=False),
+    ]
+)
+
+COMPANY_SCHEMA = pa.schema(
+    [
+        pa.field("company_id", pa.string(), nullable=False),
+        pa.field("company_name", pa.string(), nullable=False),
+        pa.field("geography", pa.string(), nullable=False),
+        pa.field("active", pa.bool_(), nullable=False),
+        pa.field("created_at", _TS, nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _units(*chars: np.ndarray | int) -> np.ndarray:
+    """Four columns of ASCII codes as one uint32 per row, the characters in memory order."""
+    c = [np.asarray(x, dtype=np.uint32) for x in chars]
+    packed: np.ndarray = np.asarray(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24), dtype=np.uint32)
+    return packed
+
+
+def _hex(keys: np.ndarray, shift: int) -> np.ndarray:
+    digits: np.ndarray = _HEX[(keys >> shift) & 0x0F]
+    return digits
+
+
+# A UUID's 36 characters are nine 4-character units, and each unit is a function of at most
+# 16 of the 128 random bits: one table look-up per unit formats a row (np.take, no per-row
+# slicing). With w0..w7 the big-endian 16-bit words of the 16 octets:
+#   units 0, 1, 6, 7, 8: the hex of w0, w1, w5, w6, w7
+#   unit 2: "-" + hex(w2 >> 4)                       (12 bits)
+#   unit 3: hex(w2 & 0xF) + "-4" + hex(w3 >> 8 & 0xF)  (8 bits; "4" is the version nibble)
+#   unit 4: hex(w3 & 0xFF) + "-" + variant nibble     (10 bits; 8 | the 2 kept bits of octet 8)
+#   unit 5: hex(w4 & 0xFFF) + "-"                     (12 bits)
+_K16, _K12, _K10, _K8 = (np.arange(1 << bits) for bits in (16, 12, 10, 8))
+_DASH, _FOUR, _DIGIT = ord("-"), ord("4"), ord("0")
+_UUID_TABLES = (
+    _units(_hex(_K16, 12), _hex(_K16, 8), _hex(_K16, 4), _hex(_K16, 0)),
+    _units(_DASH, _hex(_K12, 8), _hex(_K12, 4), _hex(_K12, 0)),
+    _units(_hex(_K8, 4), _DASH, _FOUR, _hex(_K8, 0)),
+    _units(_hex(_K10, 6), _hex(_K10, 2), _DASH, _HEX[8 | (_K10 & 3)]),
+    _units(_hex(_K12, 8), _hex(_K12, 4), _hex(_K12, 0), _DASH),
+)
+_UUID_UNITS = np.concatenate(_UUID_TABLES)
+# Where the tables of units 2, 3, 4 and 5 start in _UUID_UNITS.
+_U2, _U3, _U4, _U5 = np.cumsum([t.size for t in _UUID_TABLES])[:4].tolist()
+
+
+def uuid_strings(raw: np.ndarray) -> pa.StringArray:
+    """Format 128 random bits per row (uint64 array of shape (n, 2)) as version-4 UUID strings."""
+    return _fixed_width_strings(_uuid_text(raw))
+
+
+def _uuid_text(raw: np.ndarray) -> np.ndarray:
+    """The UUID strings of :func:`uuid_strings` as an (n, 36) uint8 matrix of ASCII."""
+    n = int(raw.shape[0])
+    # (8, n): word k of every row contiguous, so the index arithmetic runs on contiguous rows.
+    w = np.ascontiguousarray(raw.astype(">u8").view(">u2").reshape(n, 8).T).astype(np.intp)
+    idx = np.empty((9, n), dtype=np.intp)
+    idx[0:2] = w[0:2]
+    idx[6:9] = w[5:8]
+    np.right_shift(w[2], 4, out=idx[2])
+    idx[2] += _U2
+    idx[3] = ((w[2] & 0x0F) << 4) | ((w[3] >> 8) & 0x0F)
+    idx[3] += _U3
+    idx[4] = ((w[3] & 0xFF) << 2) | ((w[4] >> 12) & 0x03)
+    idx[4] += _U4
+    np.bitwise_and(w[4], 0xFFF, out=idx[5])
+    idx[5] += _U5
+    text: np.ndarray = np.take(_UUID_UNITS, idx.T).view(np.uint8)
+    return text
+
+
+def _fixed_width_strings(text: np.ndarray) -> pa.StringArray:
+    """A string array whose row i is the bytes of ``text[i]`` (a C-contiguous uint8 matrix)."""
+    n, width = text.shape
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(text)))
+
+
+# Strings of equal width as an (n, width) ASCII matrix, or a string array when widths differ.
+_Strings: TypeAlias = "np.ndarray | pa.StringArray"
+
+
+def _pick(strings: _Strings, idx: np.ndarray) -> pa.StringArray:
+    """``strings[idx]`` as a string array; numpy gathers fixed-width rows about twice as fast as Arrow's take."""
+    if isinstance(strings, np.ndarray):
+        return _fixed_width_strings(np.take(strings, idx, axis=0))
+    return strings.take(pa.array(idx))
+
+
+def _numbered_strings(heads: np.ndarray, numbers: np.ndarray, width: int) -> _Strings:
+    """Row i: the bytes ``heads[i]`` (or ``heads`` for every row when it is 1-D) then ``numbers[i]``
+    (>= 0) in decimal, zero-padded to ``width``.
+
+    The vectorised form of ``f"{head}{number:0{width}d}"``; a number wider than ``width`` keeps all
+    its digits, as the f-string does.
+    """
+    n, head_width = int(numbers.size), int(heads.shape[-1])
+    digits = np.full(n, width, dtype=np.int64)
+    if n and int(numbers.max()) >= 10**width:
+        powers = 10 ** np.arange(width, 19, dtype=np.int64)
+        digits += np.searchsorted(powers, numbers, side="right")
+    most = int(digits.max()) if n else width
+    text = np.empty((n, head_width + most), dtype=np.uint8)
+    text[:, :head_width] = heads
+    rest = numbers.copy()
+    for col in range(head_width + most - 1, head_width - 1, -1):
+        text[:, col] = _DIGIT + rest % 10
+        rest //= 10
+    if n == 0 or int(digits.min()) == most:
+        return text
+    # Mixed widths: drop each row's surplus leading zeros, keep the rest in row order.
+    keep = np.arange(head_width + most) >= (head_width + most - digits)[:, None]
+    keep[:, :head_width] = True
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(head_width + digits, out=offsets[1:])
+    strings: _Strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text[keep]))
+    return strings
+
+
+def _ascii(text: str) -> np.ndarray:
+    """``text`` as a uint8 vector of its ASCII codes."""
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+
+
+def _company_block_text(seed: int, block: int) -> np.ndarray:
+    """The UUIDs of a block's companies as a (BLOCK_SIZE, 36) uint8 matrix."""
+    raw = bit_generator(seed, "company_ids", block).random_raw(2 * BLOCK_SIZE)
+    return _uuid_text(np.asarray(raw, dtype=np.uint64).reshape(BLOCK_SIZE, 2))
+
+
+def _company_block_ids(seed: int, block: int) -> pa.StringArray:
+    return _fixed_width_strings(_company_block_text(seed, block))
+
+
+def _company_block_names(seed: int, block: int) -> list[str]:
+    return company_names(first_name_codes(seed, block))
+
+
+def _company_range(seed: int, first: int, count: int) -> Iterator[tuple[int, int, int]]:
+    """(block, offset inside block, rows) pieces covering companies [first, first + count)."""
+    index, end = first, first + count
+    while index < end:
+        block, offset = divmod(index, BLOCK_SIZE)
+        rows = min(BLOCK_SIZE - offset, end - index)
+        yield block, offset, rows
+        index += rows
+
+
+def company_ids(seed: int, first: int, count: int) -> pa.StringArray:
+    """The UUIDs of companies [first, first + count): a pure function of (seed, index)."""
+    pieces = [_company_block_ids(seed, b).slice(o, r) for b, o, r in _company_range(seed, first, count)]
+    if not pieces:
+        return pa.array([], type=pa.string())
+    return pa.concat_arrays(pieces)
+
+
+def company_batch(seed: int, first: int, count: int, created_at_s: int, churn: Churn | None = None) -> pa.RecordBatch:
+    """The companies of one onboarding tick at ``created_at_s``, as a record batch of COMPANY_SCHEMA.
+
+    First the ``count`` companies it onboards (from index ``first``; ``updated_at = created_at``),
+    then, with company churn, the new versions of the companies that change at this instant.
+    """
+    names: list[str] = []
+    for block, offset, rows in _company_range(seed, first, count):
+        names.extend(_company_block_names(seed, block)[offset : offset + rows])
+    tick_us = created_at_s * 1_000_000
+    columns = [
+        company_ids(seed, first, count),
+        pa.array(names, type=pa.string()),
+        pa.array(["US"] * count, type=pa.string()),
+        pa.array(np.ones(count, dtype=bool)),
+        pa.array(np.full(count, tick_us, dtype=np.int64), type=_TS),
+        pa.array(np.full(count, tick_us, dtype=np.int64), type=_TS),
+    ]
+    batch = pa.RecordBatch.from_arrays(columns, schema=COMPANY_SCHEMA)
+    if churn is None:
+        return batch
+    changed = [b for b in (_changed_companies(seed, churn, block, created_at_s) for block, _, _ in blocks(first)) if b]
+    if not changed:
+        return batch
+    return pa.Table.from_batches([batch, *changed], schema=COMPANY_SCHEMA).combine_chunks().to_batches()[0]
+
+
+def _changed_companies(seed: int, churn: Churn, block: int, tick_s: int) -> pa.RecordBatch:
+    """The new versions of a block's companies that change at the onboarding instant ``tick_s``."""
+    found = changes_at(seed, churn, block, tick_s)
+    n = int(found.offsets.size)
+    indices = block * BLOCK_SIZE + found.offsets
+    created = churn.plan.created_at(indices)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(_company_block_ids(seed, block).take(pa.array(found.offsets))),
+            pa.array(company_names(found.names), type=pa.string()),
+            pa.array(["US"] * n, type=pa.string()),
+            pa.array(found.active),
+            pa.array(created * 1_000_000, type=_TS),
+            pa.array(np.full(n, tick_s * 1_000_000, dtype=np.int64), type=_TS),
+        ],
+        schema=COMPANY_SCHEMA,
+    )
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """What a block of events depends on, besides its interval and block number."""
+
+    seed: int
+    interval_s: int
+    drivers_per_company: int
+    event_rate_per_driver: float
+    cumulative_weights: tuple[float, ...]
+    # The drivers_per_company a data directory began with: it numbers the trucks, so a driver keeps
+    # its truck_id when drivers_per_company changes later (None: the current drivers_per_company).
+    truck_drivers: int | None = None
+    # The realism knobs of delivery (fleetgen_spark.core.messy); all 0 leaves event_batches the whole story.
+    late_fraction: float = 0.0
+    max_lateness_s: int = 0
+    duplicate_fraction: float = 0.0
+    bad_record_fraction: float = 0.0
+    # Company churn (fleetgen_spark.core.churn): the drivers of a company inactive at an interval's start
+    # emit nothing in it. None while company_churn_rate is 0.
+    churn: Churn | None = None
+    # How a driver's events follow each other: "independent" Poisson draws, or legal "shift"s
+    # (fleetgen_spark.core.shifts).
+    event_model: str = "independent"
+
+    @property
+    def shifts(self) -> bool:
+        """Whether drivers work shifts (``event_model: shift``)."""
+        return self.event_model == "shift"
+
+    @property
+    def messy(self) -> bool:
+        """Whether deliveries differ from the events as generated (late, duplicate or bad records)."""
+        return self.late_fraction > 0 or self.duplicate_fraction > 0 or self.bad_record_fraction > 0
+
+
+# Trucks of drivers added by a later raise of drivers_per_company are numbered after every truck
+# the first drivers_per_company can number (companies < 10,000,000, drivers < 10,000 each).
+_MAX_COMPANIES = 10_000_000
+_MAX_DRIVERS = 10_000
+
+
+def truck_numbers(first_company: int, n_companies: int, drivers: int, truck_drivers: int) -> np.ndarray:
+    """The truck number of every driver of a block, in driver order.
+
+    Driver ``seq`` of company ``c`` drives truck ``c * truck_drivers + seq`` while ``seq <
+    truck_drivers`` (the numbering the data directory began with), and a truck numbered past all
+    of those otherwise: a driver keeps its truck whatever drivers_per_company becomes.
+    """
+    companies = np.repeat(np.arange(first_company, first_company + n_companies, dtype=np.int64), drivers)
+    seq = np.tile(np.arange(drivers, dtype=np.int64), n_companies)
+    extra = _MAX_COMPANIES * truck_drivers + companies * _MAX_DRIVERS + (seq - truck_drivers)
+    return np.where(seq < truck_drivers, companies * truck_drivers + seq, extra)
+
+
+def _driver_strings(
+    seed: int, company_text: np.ndarray, first_company: int, drivers: int, truck_drivers: int
+) -> tuple[_Strings, _Strings, _Strings]:
+    """Driver, company and truck ids of every driver of a block, in driver order: ``DRV-{company_id}-{seq:03d}``,
+    the company's UUID and ``TRK-{seed}-{n:04d}``."""
+    n_companies, id_width = company_text.shape
+    heads = np.empty((n_companies, id_width + 5), dtype=np.uint8)
+    heads[:, :4] = _ascii("DRV-")
+    heads[:, 4:-1] = company_text
+    heads[:, -1] = _DASH
+    seq = np.tile(np.arange(drivers, dtype=np.int64), n_companies)
+    driver_ids = _numbered_strings(np.repeat(heads, drivers, axis=0), seq, 3)
+    if truck_drivers == drivers:  # the common case, as it always was
+        first_driver = first_company * drivers
+        numbers = np.arange(first_driver, first_driver + n_companies * drivers, dtype=np.int64)
+    else:
+        numbers = truck_numbers(first_company, n_companies, drivers, truck_drivers)
+    truck_ids = _numbered_strings(_ascii(f"TRK-{seed}-"), numbers, 4)
+    return driver_ids, np.repeat(company_text, drivers, axis=0), truck_ids
+
+
+class _BlockStrings:
+    """A memo of :func:`_driver_strings` per (seed, block, companies, drivers), least recently used
+    out first once it holds ``budget`` bytes.
+
+    A block's drivers are the same in every interval, so a micro-batch of many intervals formats
+    them once instead of once per interval. A memo of a pure function: the rows stay the same.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0
+        self._entries: OrderedDict[tuple[int, int, int, int, int], tuple[_Strings, _Strings, _Strings]] = OrderedDict()
+
+    def get(
+        self, seed: int, block: int, n_companies: int, drivers: int, truck_drivers: int
+    ) -> tuple[_Strings, _Strings, _Strings]:
+        key = (seed, block, n_companies, drivers, truck_drivers)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        company_text = _company_block_text(seed, block)[:n_companies]
+        made = _driver_strings(seed, company_text, block * BLOCK_SIZE, drivers, truck_drivers)
+        self._entries[key] = made
+        self.held += sum(int(s.nbytes) for s in made)
+        while self.held > self.budget and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.held -= sum(int(s.nbytes) for s in dropped)
+        return made
+
+
+# 32 MiB holds the drivers of about 350 blocks of 20 drivers per company (35,000 companies).
+_BLOCK_STRINGS = _BlockStrings(32 << 20)
+
+
+def _repeated_string(value: str, n: int) -> pa.StringArray:
+    return _fixed_width_strings(np.tile(_ascii(value), (n, 1)))
+
+
+def _repeated_timestamp(value_us: int, n: int) -> pa.TimestampArray:
+    return pa.array(np.full(n, value_us, dtype=np.int64), type=_TS)
+
+
+def inactive_drivers(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray | None:
+    """Which drivers of a block belong to a company inactive at ``interval_start_s`` (bool per driver,
+    in driver order): they emit nothing in that interval. None when every company is active.
+
+    Company churn (``company_churn_rate``) decides it; while churn is off nobody is inactive.
+    """
+    if spec.churn is None:
+        return None
+    inactive = inactive_companies(spec.seed, spec.churn, block, n_companies, interval_start_s)
+    return None if inactive is None else np.repeat(inactive, spec.drivers_per_company)
+
+
+@dataclass(frozen=True)
+class ShiftDraws:
+    """The events of a block in an interval under the shift model, in row order (by driver, then time)."""
+
+    driver_idx: np.ndarray  # the driver's index in the block
+    offsets_us: np.ndarray  # microseconds after interval_start
+    type_idx: np.ndarray  # index into EVENT_TYPES
+    raw_ids: np.ndarray  # (n, 2) uint64: the bits of each event_id
+
+
+def _shift_model(spec: EventSpec) -> ShiftModel:
+    cumulative = spec.cumulative_weights
+    delivered = cumulative[-1] - cumulative[-2] if len(cumulative) > 1 else 0.0
+    return ShiftModel(spec.seed, spec.interval_s, spec.event_rate_per_driver, float(delivered))
+
+
+def shift_draws(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> ShiftDraws:
+    """The events of a block in an interval under the shift model (``spec.event_model == "shift"``).
+
+    The times and types are cut out of the day's shifts (fleetgen_spark.core.shifts); the ids come from a
+    stream of the interval, one per row, drawn before the drivers of inactive companies are removed,
+    so silencing a driver never changes another driver's rows.
+    """
+    n_drivers = n_companies * spec.drivers_per_company
+    driver_idx, offsets_us, type_idx = interval_events(_shift_model(spec), interval_start_s, block, n_drivers)
+    n = int(driver_idx.size)
+    raw = bit_generator(spec.seed, "shift_event_ids", interval_start_s, block).random_raw(2 * n)
+    raw_ids = np.asarray(raw, dtype=np.uint64).reshape(n, 2)
+    inactive = inactive_drivers(spec, interval_start_s, block, n_companies)
+    if inactive is not None and n:
+        keep = ~inactive[driver_idx]
+        driver_idx, offsets_us, type_idx, raw_ids = driver_idx[keep], offsets_us[keep], type_idx[keep], raw_ids[keep]
+    return ShiftDraws(driver_idx, offsets_us, type_idx, raw_ids)
+
+
+def driver_counts(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray:
+    """Events per driver of a block in an interval: the counts stream, drawn first and alone
+    (0 for the drivers of an inactive company). Under the shift model: the drivers' events in the interval."""
+    if spec.shifts:
+        draws = shift_draws(spec, interval_start_s, block, n_companies)
+        return np.bincount(draws.driver_idx, minlength=n_companies * spec.drivers_per_company)
+    rng = generator(spec.seed, "event_counts", interval_start_s, block)
+    counts = rng.poisson(spec.event_rate_per_driver, n_companies * spec.drivers_per_company)
+    inactive = inactive_drivers(spec, interval_start_s, block, n_companies)
+    if inactive is not None:
+        counts[inactive] = 0
+    return counts
+
+
+def event_batches(
+    spec: EventSpec, interval_start_s: int, block: int, n_companies: int, max_rows: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """The events of one block of companies in one interval, in slices of at most ``max_rows``.
+
+    Each eligible driver emits Poisson(rate) events at uniform times inside the interval (or,
+    under the shift model, the events of its shifts that fall inside it).
+    A slice never splits a driver, so a slice may exceed ``max_rows`` only by one driver's events.
+    """
+    if spec.shifts:
+        yield from _shift_batches(spec, interval_start_s, block, n_companies, max_rows)
+        return
+    drivers = spec.drivers_per_company
+    n_drivers = n_companies * drivers
+    counts = driver_counts(spec, interval_start_s, block, n_companies)
+    ends = np.cumsum(counts)
+    if n_drivers == 0 or ends[-1] == 0:
+        return
+    times = generator(spec.seed, "event_times", interval_start_s, block)
+    types = generator(spec.seed, "event_types", interval_start_s, block)
+    ids = bit_generator(spec.seed, "event_ids", interval_start_s, block)
+
+    strings = _block_strings(spec, block, n_companies)
+    cumulative = np.asarray(spec.cumulative_weights)
+    span_us = spec.interval_s * 1_000_000
+
+    lo = 0
+    while lo < n_drivers:
+        done = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, done + max_rows, side="right")))
+        n = int(ends[hi - 1]) - done
+        lo_driver, lo = lo, hi
+        if n == 0:
+            continue
+        driver_idx = np.repeat(np.arange(lo_driver, hi, dtype=np.intp), counts[lo_driver:hi])
+        offsets_us = np.minimum((times.random(n) * span_us).astype(np.int64), span_us - 1)
+        type_idx = np.minimum(np.searchsorted(cumulative, types.random(n), side="right"), len(EVENT_TYPES) - 1)
+        raw_ids = np.asarray(ids.random_raw(2 * n), dtype=np.uint64).reshape(n, 2)
+        yield _event_batch(spec, interval_start_s, strings, driver_idx, offsets_us, type_idx, raw_ids)
+
+
+def _shift_batches(
+    spec: EventSpec, interval_start_s: int, block: int, n_companies: int, max_rows: int
+) -> Iterator[pa.RecordBatch]:
+    draws = shift_draws(spec, interval_start_s, block, n_companies)
+    n = int(draws.driver_idx.size)
+    if n == 0:
+        return
+    strings = _block_strings(spec, block, n_companies)
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + max_rows)
+        if hi < n:  # to the end of that driver's rows
+            hi = int(np.searchsorted(draws.driver_idx, draws.driver_idx[hi - 1], side="right"))
+        part = slice(lo, hi)
+        yield _event_batch(
+            spec,
+            interval_start_s,
+            strings,
+            draws.driver_idx[part],
+            draws.offsets_us[part],
+            draws.type_idx[part],
+            np.ascontiguousarray(draws.raw_ids[part]),
+        )
+        lo = hi
+
+
+def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[_Strings, _Strings, _Strings]:
+    drivers = spec.drivers_per_company
+    truck_drivers = drivers if spec.truck_drivers is None else spec.truck_drivers
+    return _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers, truck_drivers)
+
+
+def _event_batch(
+    spec: EventSpec,
+    interval_start_s: int,
+    strings: tuple[_Strings, _Strings, _Strings],
+    driver_idx: np.ndarray,
+    offsets_us: np.ndarray,
+    type_idx: np.ndarray,
+    raw_ids: np.ndarray,
+) -> pa.RecordBatch:
+    """Rows of EVENT_SCHEMA from the draws of their events (one row per entry of ``driver_idx``)."""
+    driver_ids, company_ids_, truck_ids = strings
+    n = int(driver_idx.size)
+    span_us = spec.interval_s * 1_000_000
+    start_us = interval_start_s * 1_000_000
+    return pa.RecordBatch.from_arrays(
+        [
+            uuid_strings(raw_ids),
+            _pick(driver_ids, driver_idx),
+            _pick(company_ids_, driver_idx),
+            _pick(truck_ids, driver_idx),
+            pa.array(list(EVENT_TYPES), type=pa.string()).take(pa.array(type_idx)),
+            pa.array(start_us + offsets_us, type=_TS),
+            _repeated_string(batch_id(from_epoch(interval_start_s)), n),
+            _repeated_timestamp(start_us, n),
+            _repeated_timestamp(start_us + span_us, n),
+        ],
+        schema=EVENT_SCHEMA,
+    )
+
+
+def selected_events(
+    spec: EventSpec, interval_start_s: int, block: int, n_companies: int, rows: np.ndarray
+) -> pa.RecordBatch:
+    """Rows ``rows`` (indices in generation order) of the events :func:`event_batches` gives, built alone.
+
+    The same draws, made whole and then indexed, so only the chosen rows are formatted: a late
+    delivery needs a few rows of an earlier interval, not all of them.
+    """
+    strings = _block_strings(spec, block, n_companies)
+    if spec.shifts:
+        d = shift_draws(spec, interval_start_s, block, n_companies)
+        raw = np.ascontiguousarray(d.raw_ids[rows])
+        picked = (d.driver_idx[rows], d.offsets_us[rows], d.type_idx[rows])
+        return _event_batch(spec, interval_start_s, strings, *picked, raw)
+    counts = driver_counts(spec, interval_start_s, block, n_companies)
+    n = int(counts.sum())
+    span_us = spec.interval_s * 1_000_000
+    times = generator(spec.seed, "event_times", interval_start_s, block).random(n)[rows]
+    types = generator(spec.seed, "event_types", interval_start_s, block).random(n)[rows]
+    raw = bit_generator(spec.seed, "event_ids", interval_start_s, block).random_raw(2 * n)
+    raw_ids = np.ascontiguousarray(np.asarray(raw, dtype=np.uint64).reshape(n, 2)[rows])
+    driver_idx = np.repeat(np.arange(counts.size, dtype=np.intp), counts)[rows]
+    offsets_us = np.minimum((times * span_us).astype(np.int64), span_us - 1)
+    cumulative = np.asarray(spec.cumulative_weights)
+    type_idx = np.minimum(np.searchsorted(cumulative, types, side="right"), len(EVENT_TYPES) - 1)
+    return _event_batch(spec, interval_start_s, strings, driver_idx, offsets_us, type_idx, raw_ids)
