@@ -264,7 +264,7 @@ def _just_closed(config: Config) -> datetime:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fleetgen_spark.service.app import serve  # FastAPI and uvicorn: only for `fleetgen run`
+    from fleetgen_spark.service.process import serve  # FastAPI and uvicorn: only for `fleetgen run`
 
     overrides: dict[str, Any] = {"seed": args.seed} if args.seed is not None else {}
     config = load_config(args.config, **overrides)

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from fleetgen_spark.cli import main
 from fleetgen_spark.client import format_health, format_record
 from fleetgen_spark.core.config import load_config
-from fleetgen_spark.service.app import Service
+from fleetgen_spark.service.process import Service
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.logs import configure_logging
 

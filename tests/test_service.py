@@ -33,7 +33,7 @@ from pyspark.sql import SparkSession
 from fleetgen_spark.cli import main
 from fleetgen_spark.core.config import load_config
 from fleetgen_spark.core.exceptions import OptionError
-from fleetgen_spark.service.app import Service, check_bind
+from fleetgen_spark.service.process import Service, check_bind
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.storage.clean import CleanError, clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.storage.datadir import DataDir

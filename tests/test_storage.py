@@ -26,7 +26,7 @@ from test_exactly_once import START, _assert_equal_to, _backfill, _rows, referen
 
 from fleetgen_spark import load_config
 from fleetgen_spark.cli import main
-from fleetgen_spark.service.app import Service
+from fleetgen_spark.service.process import Service
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.storage.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.storage.datadir import DataDir

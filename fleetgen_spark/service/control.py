@@ -5,7 +5,7 @@ state one request at a time, saving and logging each change. Pausing stops the q
 current micro-batch; resuming starts them again from their checkpoints, so intervals missed meanwhile
 are are generated on resume and the dataset has no holes. The paused flag lives in
 ``manifests/generator_state.json`` and survives a restart. The REST API and the signals that drive a
-controller live in :mod:`fleetgen_spark.service.app`.
+controller live in :mod:`fleetgen_spark.service.app` and :mod:`fleetgen_spark.service.process`.
 
 Pause and resume run on the controller's own worker thread (:meth:`Controller.request` returns at once), so
 an HTTP request or a signal never waits for a micro-batch; the status reads ``pausing`` or ``resuming``

@@ -1,6 +1,7 @@
 """The REST contract between the control service and its clients: where it listens, how it is addressed, its token.
 
-Both :mod:`fleetgen_spark.service.app` and :mod:`fleetgen_spark.client` import this module and not each other.
+The service (:mod:`fleetgen_spark.service.app`, :mod:`~fleetgen_spark.service.process`) and
+:mod:`fleetgen_spark.client` import this module and not each other.
 It needs neither Spark nor an HTTP library.
 
 The token: mutating endpoints always need ``Authorization: Bearer TOKEN``. The token is ``FLEETGEN_API_TOKEN``
