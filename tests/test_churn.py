@@ -16,9 +16,10 @@ from pyspark.sql import functions as F
 
 from fleetgen_spark.core import churn as churn_module
 from fleetgen_spark.core.churn import DEACTIVATE_SHARE, Churn, changes_at, inactive_spans, state_at
+from fleetgen_spark.core.company_rows import company_batch
 from fleetgen_spark.core.config import load_config
 from fleetgen_spark.core.exceptions import ConfigError
-from fleetgen_spark.core.generate import company_batch, driver_counts, event_batches
+from fleetgen_spark.core.generate import driver_counts, event_batches
 from fleetgen_spark.core.schedule import OnboardingPlan
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.spark.source import event_spec

@@ -19,16 +19,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
+from fleetgen_spark.core.columns import uuid_strings
+from fleetgen_spark.core.company_rows import COMPANY_SCHEMA, company_batch, company_ids
 from fleetgen_spark.core.config import EVENT_TYPES
-from fleetgen_spark.core.generate import (
-    COMPANY_SCHEMA,
-    EVENT_SCHEMA,
-    EventSpec,
-    company_batch,
-    company_ids,
-    event_batches,
-    uuid_strings,
-)
+from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec, event_batches
 from fleetgen_spark.core.schedule import BLOCK_SIZE
 from fleetgen_spark.spark.companies import COMPANIES_SCHEMA_DDL
 from fleetgen_spark.spark.source import EVENTS_SCHEMA_DDL

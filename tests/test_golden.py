@@ -15,8 +15,9 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import Row, SparkSession
 
+from fleetgen_spark.core.company_rows import company_batch
 from fleetgen_spark.core.config import load_config
-from fleetgen_spark.core.generate import company_batch, event_batches
+from fleetgen_spark.core.generate import event_batches
 from fleetgen_spark.core.schedule import blocks
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.spark.source import event_spec

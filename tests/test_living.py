@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 from test_readme import _section  # one reader of README sections for every README test
 
 from fleetgen_spark.core.churn import Churn, state_at
+from fleetgen_spark.core.company_rows import company_batch
 from fleetgen_spark.core.config import load_config
-from fleetgen_spark.core.generate import company_batch
 from fleetgen_spark.core.names import company_names
 from fleetgen_spark.core.schedule import OnboardingPlan
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from fleetgen_spark.core import generate, shifts
+from fleetgen_spark.core import company_rows, generate, shifts
 from fleetgen_spark.core.clock import batch_id, from_epoch
 from fleetgen_spark.core.config import EVENT_TYPES, load_config
 from fleetgen_spark.core.exceptions import ConfigError, OptionError
@@ -302,7 +302,7 @@ def test_drivers_of_inactive_companies_are_silent_and_the_others_unchanged(monke
     silenced = _table(spec, [t])
     counts = driver_counts(spec, t, 0, BLOCK_SIZE)
     assert counts[30:70].sum() == 0 and counts.sum() == silenced.num_rows
-    gone = set(generate.company_ids(spec.seed, 3, 4).to_pylist())
+    gone = set(company_rows.company_ids(spec.seed, 3, 4).to_pylist())
     kept = whole.filter(pc.invert(pc.is_in(whole.column("company_id"), pa.array(sorted(gone)))))
     assert kept.num_rows < whole.num_rows and silenced.equals(kept)
     stamps = silenced.column("timestamp").cast(pa.int64()).to_numpy()

@@ -1,4 +1,4 @@
-"""Pure generation: numpy draws in, Arrow record batches out. No Spark here.
+"""Pure generation of driver events: numpy draws in, Arrow record batches out. No Spark here.
 
 Every function is a function of its arguments only, so a block of an interval is the
 same wherever and however often it is generated. Draws are made with sequence-stable
@@ -11,36 +11,40 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
 
-from fleetgen_spark.core.churn import Churn, changes_at, inactive_companies
+from fleetgen_spark.core.churn import Churn, inactive_companies
 from fleetgen_spark.core.clock import batch_id, from_epoch
+from fleetgen_spark.core.columns import (
+    DASH,
+    TIMESTAMP,
+    Strings,
+    ascii_codes,
+    numbered_strings,
+    pick,
+    repeated_string,
+    repeated_timestamp,
+    uuid_strings,
+)
+from fleetgen_spark.core.company_rows import company_block_text
 from fleetgen_spark.core.config import EVENT_TYPES
-from fleetgen_spark.core.names import company_names, first_name_codes
-from fleetgen_spark.core.schedule import BLOCK_SIZE, blocks
+from fleetgen_spark.core.schedule import BLOCK_SIZE
 from fleetgen_spark.core.seed import bit_generator, generator
 from fleetgen_spark.core.shifts import ShiftModel, interval_events
 
 __all__ = [
-    "COMPANY_SCHEMA",
     "EVENT_SCHEMA",
     "EventSpec",
     "ShiftDraws",
-    "company_batch",
-    "company_ids",
     "driver_counts",
     "event_batches",
     "inactive_drivers",
     "selected_events",
     "shift_draws",
     "truck_numbers",
-    "uuid_strings",
 ]
-
-_TS = pa.timestamp("us", tz="UTC")
 
 # Must equal pyspark's to_arrow_schema(<declared schema>, timezone="UTC") exactly,
 # nullability included, or Spark rejects the batches (DATA_SOURCE_RETURN_SCHEMA_MISMATCH).
@@ -51,215 +55,12 @@ EVENT_SCHEMA = pa.schema(
         pa.field("company_id", pa.string(), nullable=False),
         pa.field("truck_id", pa.string(), nullable=True),
         pa.field("event_type", pa.string(), nullable=False),
-        pa.field("timestamp", _TS, nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
         pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("interval_start", _TS, nullable=False),
-        pa.field("interval_end", _TS, nullable=False),
+        pa.field("interval_start", TIMESTAMP, nullable=False),
+        pa.field("interval_end", TIMESTAMP, nullable=False),
     ]
 )
-
-COMPANY_SCHEMA = pa.schema(
-    [
-        pa.field("company_id", pa.string(), nullable=False),
-        pa.field("company_name", pa.string(), nullable=False),
-        pa.field("geography", pa.string(), nullable=False),
-        pa.field("active", pa.bool_(), nullable=False),
-        pa.field("created_at", _TS, nullable=False),
-        pa.field("updated_at", _TS, nullable=False),
-    ]
-)
-
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def _units(*chars: np.ndarray | int) -> np.ndarray:
-    """Four columns of ASCII codes as one uint32 per row, the characters in memory order."""
-    c = [np.asarray(x, dtype=np.uint32) for x in chars]
-    packed: np.ndarray = np.asarray(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24), dtype=np.uint32)
-    return packed
-
-
-def _hex(keys: np.ndarray, shift: int) -> np.ndarray:
-    digits: np.ndarray = _HEX[(keys >> shift) & 0x0F]
-    return digits
-
-
-# A UUID's 36 characters are nine 4-character units, and each unit is a function of at most
-# 16 of the 128 random bits: one table look-up per unit formats a row (np.take, no per-row
-# slicing). With w0..w7 the big-endian 16-bit words of the 16 octets:
-#   units 0, 1, 6, 7, 8: the hex of w0, w1, w5, w6, w7
-#   unit 2: "-" + hex(w2 >> 4)                       (12 bits)
-#   unit 3: hex(w2 & 0xF) + "-4" + hex(w3 >> 8 & 0xF)  (8 bits; "4" is the version nibble)
-#   unit 4: hex(w3 & 0xFF) + "-" + variant nibble     (10 bits; 8 | the 2 kept bits of octet 8)
-#   unit 5: hex(w4 & 0xFFF) + "-"                     (12 bits)
-_K16, _K12, _K10, _K8 = (np.arange(1 << bits) for bits in (16, 12, 10, 8))
-_DASH, _FOUR, _DIGIT = ord("-"), ord("4"), ord("0")
-_UUID_TABLES = (
-    _units(_hex(_K16, 12), _hex(_K16, 8), _hex(_K16, 4), _hex(_K16, 0)),
-    _units(_DASH, _hex(_K12, 8), _hex(_K12, 4), _hex(_K12, 0)),
-    _units(_hex(_K8, 4), _DASH, _FOUR, _hex(_K8, 0)),
-    _units(_hex(_K10, 6), _hex(_K10, 2), _DASH, _HEX[8 | (_K10 & 3)]),
-    _units(_hex(_K12, 8), _hex(_K12, 4), _hex(_K12, 0), _DASH),
-)
-_UUID_UNITS = np.concatenate(_UUID_TABLES)
-# Where the tables of units 2, 3, 4 and 5 start in _UUID_UNITS.
-_U2, _U3, _U4, _U5 = np.cumsum([t.size for t in _UUID_TABLES])[:4].tolist()
-
-
-def uuid_strings(raw: np.ndarray) -> pa.StringArray:
-    """Format 128 random bits per row (uint64 array of shape (n, 2)) as version-4 UUID strings."""
-    return _fixed_width_strings(_uuid_text(raw))
-
-
-def _uuid_text(raw: np.ndarray) -> np.ndarray:
-    """The UUID strings of :func:`uuid_strings` as an (n, 36) uint8 matrix of ASCII."""
-    n = int(raw.shape[0])
-    # (8, n): word k of every row contiguous, so the index arithmetic runs on contiguous rows.
-    w = np.ascontiguousarray(raw.astype(">u8").view(">u2").reshape(n, 8).T).astype(np.intp)
-    idx = np.empty((9, n), dtype=np.intp)
-    idx[0:2] = w[0:2]
-    idx[6:9] = w[5:8]
-    np.right_shift(w[2], 4, out=idx[2])
-    idx[2] += _U2
-    idx[3] = ((w[2] & 0x0F) << 4) | ((w[3] >> 8) & 0x0F)
-    idx[3] += _U3
-    idx[4] = ((w[3] & 0xFF) << 2) | ((w[4] >> 12) & 0x03)
-    idx[4] += _U4
-    np.bitwise_and(w[4], 0xFFF, out=idx[5])
-    idx[5] += _U5
-    text: np.ndarray = np.take(_UUID_UNITS, idx.T).view(np.uint8)
-    return text
-
-
-def _fixed_width_strings(text: np.ndarray) -> pa.StringArray:
-    """A string array whose row i is the bytes of ``text[i]`` (a C-contiguous uint8 matrix)."""
-    n, width = text.shape
-    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(text)))
-
-
-# Strings of equal width as an (n, width) ASCII matrix, or a string array when widths differ.
-_Strings: TypeAlias = "np.ndarray | pa.StringArray"
-
-
-def _pick(strings: _Strings, idx: np.ndarray) -> pa.StringArray:
-    """``strings[idx]`` as a string array; numpy gathers fixed-width rows about twice as fast as Arrow's take."""
-    if isinstance(strings, np.ndarray):
-        return _fixed_width_strings(np.take(strings, idx, axis=0))
-    return strings.take(pa.array(idx))
-
-
-def _numbered_strings(heads: np.ndarray, numbers: np.ndarray, width: int) -> _Strings:
-    """Row i: the bytes ``heads[i]`` (or ``heads`` for every row when it is 1-D) then ``numbers[i]``
-    (>= 0) in decimal, zero-padded to ``width``.
-
-    The vectorised form of ``f"{head}{number:0{width}d}"``; a number wider than ``width`` keeps all
-    its digits, as the f-string does.
-    """
-    n, head_width = int(numbers.size), int(heads.shape[-1])
-    digits = np.full(n, width, dtype=np.int64)
-    if n and int(numbers.max()) >= 10**width:
-        powers = 10 ** np.arange(width, 19, dtype=np.int64)
-        digits += np.searchsorted(powers, numbers, side="right")
-    most = int(digits.max()) if n else width
-    text = np.empty((n, head_width + most), dtype=np.uint8)
-    text[:, :head_width] = heads
-    rest = numbers.copy()
-    for col in range(head_width + most - 1, head_width - 1, -1):
-        text[:, col] = _DIGIT + rest % 10
-        rest //= 10
-    if n == 0 or int(digits.min()) == most:
-        return text
-    # Mixed widths: drop each row's surplus leading zeros, keep the rest in row order.
-    keep = np.arange(head_width + most) >= (head_width + most - digits)[:, None]
-    keep[:, :head_width] = True
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(head_width + digits, out=offsets[1:])
-    strings: _Strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text[keep]))
-    return strings
-
-
-def _ascii(text: str) -> np.ndarray:
-    """``text`` as a uint8 vector of its ASCII codes."""
-    return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-
-
-def _company_block_text(seed: int, block: int) -> np.ndarray:
-    """The UUIDs of a block's companies as a (BLOCK_SIZE, 36) uint8 matrix."""
-    raw = bit_generator(seed, "company_ids", block).random_raw(2 * BLOCK_SIZE)
-    return _uuid_text(np.asarray(raw, dtype=np.uint64).reshape(BLOCK_SIZE, 2))
-
-
-def _company_block_ids(seed: int, block: int) -> pa.StringArray:
-    return _fixed_width_strings(_company_block_text(seed, block))
-
-
-def _company_block_names(seed: int, block: int) -> list[str]:
-    return company_names(first_name_codes(seed, block))
-
-
-def _company_range(seed: int, first: int, count: int) -> Iterator[tuple[int, int, int]]:
-    """(block, offset inside block, rows) pieces covering companies [first, first + count)."""
-    index, end = first, first + count
-    while index < end:
-        block, offset = divmod(index, BLOCK_SIZE)
-        rows = min(BLOCK_SIZE - offset, end - index)
-        yield block, offset, rows
-        index += rows
-
-
-def company_ids(seed: int, first: int, count: int) -> pa.StringArray:
-    """The UUIDs of companies [first, first + count): a pure function of (seed, index)."""
-    pieces = [_company_block_ids(seed, b).slice(o, r) for b, o, r in _company_range(seed, first, count)]
-    if not pieces:
-        return pa.array([], type=pa.string())
-    return pa.concat_arrays(pieces)
-
-
-def company_batch(seed: int, first: int, count: int, created_at_s: int, churn: Churn | None = None) -> pa.RecordBatch:
-    """The companies of one onboarding tick at ``created_at_s``, as a record batch of COMPANY_SCHEMA.
-
-    First the ``count`` companies it onboards (from index ``first``; ``updated_at = created_at``),
-    then, with company churn, the new versions of the companies that change at this instant.
-    """
-    names: list[str] = []
-    for block, offset, rows in _company_range(seed, first, count):
-        names.extend(_company_block_names(seed, block)[offset : offset + rows])
-    tick_us = created_at_s * 1_000_000
-    columns = [
-        company_ids(seed, first, count),
-        pa.array(names, type=pa.string()),
-        pa.array(["US"] * count, type=pa.string()),
-        pa.array(np.ones(count, dtype=bool)),
-        pa.array(np.full(count, tick_us, dtype=np.int64), type=_TS),
-        pa.array(np.full(count, tick_us, dtype=np.int64), type=_TS),
-    ]
-    batch = pa.RecordBatch.from_arrays(columns, schema=COMPANY_SCHEMA)
-    if churn is None:
-        return batch
-    changed = [b for b in (_changed_companies(seed, churn, block, created_at_s) for block, _, _ in blocks(first)) if b]
-    if not changed:
-        return batch
-    return pa.Table.from_batches([batch, *changed], schema=COMPANY_SCHEMA).combine_chunks().to_batches()[0]
-
-
-def _changed_companies(seed: int, churn: Churn, block: int, tick_s: int) -> pa.RecordBatch:
-    """The new versions of a block's companies that change at the onboarding instant ``tick_s``."""
-    found = changes_at(seed, churn, block, tick_s)
-    n = int(found.offsets.size)
-    indices = block * BLOCK_SIZE + found.offsets
-    created = churn.plan.created_at(indices)
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(_company_block_ids(seed, block).take(pa.array(found.offsets))),
-            pa.array(company_names(found.names), type=pa.string()),
-            pa.array(["US"] * n, type=pa.string()),
-            pa.array(found.active),
-            pa.array(created * 1_000_000, type=_TS),
-            pa.array(np.full(n, tick_s * 1_000_000, dtype=np.int64), type=_TS),
-        ],
-        schema=COMPANY_SCHEMA,
-    )
 
 
 @dataclass(frozen=True)
@@ -318,22 +119,22 @@ def truck_numbers(first_company: int, n_companies: int, drivers: int, truck_driv
 
 def _driver_strings(
     seed: int, company_text: np.ndarray, first_company: int, drivers: int, truck_drivers: int
-) -> tuple[_Strings, _Strings, _Strings]:
+) -> tuple[Strings, Strings, Strings]:
     """Driver, company and truck ids of every driver of a block, in driver order: ``DRV-{company_id}-{seq:03d}``,
     the company's UUID and ``TRK-{seed}-{n:04d}``."""
     n_companies, id_width = company_text.shape
     heads = np.empty((n_companies, id_width + 5), dtype=np.uint8)
-    heads[:, :4] = _ascii("DRV-")
+    heads[:, :4] = ascii_codes("DRV-")
     heads[:, 4:-1] = company_text
-    heads[:, -1] = _DASH
+    heads[:, -1] = DASH
     seq = np.tile(np.arange(drivers, dtype=np.int64), n_companies)
-    driver_ids = _numbered_strings(np.repeat(heads, drivers, axis=0), seq, 3)
+    driver_ids = numbered_strings(np.repeat(heads, drivers, axis=0), seq, 3)
     if truck_drivers == drivers:  # the common case, as it always was
         first_driver = first_company * drivers
         numbers = np.arange(first_driver, first_driver + n_companies * drivers, dtype=np.int64)
     else:
         numbers = truck_numbers(first_company, n_companies, drivers, truck_drivers)
-    truck_ids = _numbered_strings(_ascii(f"TRK-{seed}-"), numbers, 4)
+    truck_ids = numbered_strings(ascii_codes(f"TRK-{seed}-"), numbers, 4)
     return driver_ids, np.repeat(company_text, drivers, axis=0), truck_ids
 
 
@@ -348,17 +149,17 @@ class _BlockStrings:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.held = 0
-        self._entries: OrderedDict[tuple[int, int, int, int, int], tuple[_Strings, _Strings, _Strings]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int, int, int, int], tuple[Strings, Strings, Strings]] = OrderedDict()
 
     def get(
         self, seed: int, block: int, n_companies: int, drivers: int, truck_drivers: int
-    ) -> tuple[_Strings, _Strings, _Strings]:
+    ) -> tuple[Strings, Strings, Strings]:
         key = (seed, block, n_companies, drivers, truck_drivers)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             return found
-        company_text = _company_block_text(seed, block)[:n_companies]
+        company_text = company_block_text(seed, block)[:n_companies]
         made = _driver_strings(seed, company_text, block * BLOCK_SIZE, drivers, truck_drivers)
         self._entries[key] = made
         self.held += sum(int(s.nbytes) for s in made)
@@ -370,14 +171,6 @@ class _BlockStrings:
 
 # 32 MiB holds the drivers of about 350 blocks of 20 drivers per company (35,000 companies).
 _BLOCK_STRINGS = _BlockStrings(32 << 20)
-
-
-def _repeated_string(value: str, n: int) -> pa.StringArray:
-    return _fixed_width_strings(np.tile(_ascii(value), (n, 1)))
-
-
-def _repeated_timestamp(value_us: int, n: int) -> pa.TimestampArray:
-    return pa.array(np.full(n, value_us, dtype=np.int64), type=_TS)
 
 
 def inactive_drivers(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray | None:
@@ -508,7 +301,7 @@ def _shift_batches(
         lo = hi
 
 
-def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[_Strings, _Strings, _Strings]:
+def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[Strings, Strings, Strings]:
     drivers = spec.drivers_per_company
     truck_drivers = drivers if spec.truck_drivers is None else spec.truck_drivers
     return _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers, truck_drivers)
@@ -517,7 +310,7 @@ def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[_Stri
 def _event_batch(
     spec: EventSpec,
     interval_start_s: int,
-    strings: tuple[_Strings, _Strings, _Strings],
+    strings: tuple[Strings, Strings, Strings],
     driver_idx: np.ndarray,
     offsets_us: np.ndarray,
     type_idx: np.ndarray,
@@ -531,14 +324,14 @@ def _event_batch(
     return pa.RecordBatch.from_arrays(
         [
             uuid_strings(raw_ids),
-            _pick(driver_ids, driver_idx),
-            _pick(company_ids_, driver_idx),
-            _pick(truck_ids, driver_idx),
+            pick(driver_ids, driver_idx),
+            pick(company_ids_, driver_idx),
+            pick(truck_ids, driver_idx),
             pa.array(list(EVENT_TYPES), type=pa.string()).take(pa.array(type_idx)),
-            pa.array(start_us + offsets_us, type=_TS),
-            _repeated_string(batch_id(from_epoch(interval_start_s)), n),
-            _repeated_timestamp(start_us, n),
-            _repeated_timestamp(start_us + span_us, n),
+            pa.array(start_us + offsets_us, type=TIMESTAMP),
+            repeated_string(batch_id(from_epoch(interval_start_s)), n),
+            repeated_timestamp(start_us, n),
+            repeated_timestamp(start_us + span_us, n),
         ],
         schema=EVENT_SCHEMA,
     )

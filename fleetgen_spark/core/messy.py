@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fleetgen_spark.core.clock import batch_id, from_epoch
+from fleetgen_spark.core.columns import uuid_strings
 from fleetgen_spark.core.generate import (
     EVENT_SCHEMA,
     EventSpec,
@@ -36,7 +37,6 @@ from fleetgen_spark.core.generate import (
     event_batches,
     selected_events,
     shift_draws,
-    uuid_strings,
 )
 from fleetgen_spark.core.schedule import BLOCK_SIZE, blocks
 from fleetgen_spark.core.seed import bit_generator, generator

@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fleetgen_spark.core.clock import epoch_seconds, iso
+from fleetgen_spark.core.company_rows import COMPANY_SCHEMA
 from fleetgen_spark.core.config import EVENT_TYPES, load_config
 from fleetgen_spark.core.exceptions import DataDirError
-from fleetgen_spark.core.generate import COMPANY_SCHEMA, EVENT_SCHEMA
+from fleetgen_spark.core.generate import EVENT_SCHEMA
 from fleetgen_spark.core.options import SourceOptions, parse_options
 from fleetgen_spark.spark.companies import company_partitions, read_companies
 from fleetgen_spark.spark.pipeline import source_options

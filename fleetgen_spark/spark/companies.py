@@ -12,8 +12,8 @@ from pyspark.sql.types import StructType
 
 from fleetgen_spark.core.churn import Churn, churn_of
 from fleetgen_spark.core.clock import epoch_seconds, from_epoch, iso, parse_instant
+from fleetgen_spark.core.company_rows import company_batch
 from fleetgen_spark.core.exceptions import OptionError
-from fleetgen_spark.core.generate import company_batch
 from fleetgen_spark.core.options import SourceOptions, parse_options
 from fleetgen_spark.core.schedule import OnboardingPlan, Tick
 from fleetgen_spark.spark.source import ClockedOffsets, interval_range, max_steps

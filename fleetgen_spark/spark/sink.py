@@ -22,9 +22,10 @@ from pyspark.sql import functions as F
 
 from fleetgen_spark.core.churn import Churn, churn_of, inactive_spans
 from fleetgen_spark.core.clock import batch_id, from_epoch, iso
+from fleetgen_spark.core.company_rows import company_ids
 from fleetgen_spark.core.config import EVENT_TYPES
 from fleetgen_spark.core.exceptions import GenerationError
-from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec, company_ids
+from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec
 from fleetgen_spark.core.messy import AnswerKey, answer_key, lookback
 from fleetgen_spark.core.options import SourceOptions
 from fleetgen_spark.core.schedule import OnboardingPlan

@@ -16,7 +16,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BooleanType, DateType, LongType, StringType, StructField, StructType, TimestampType
 
-from fleetgen_spark.core.generate import COMPANY_SCHEMA, EVENT_SCHEMA
+from fleetgen_spark.core.company_rows import COMPANY_SCHEMA
+from fleetgen_spark.core.generate import EVENT_SCHEMA
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.logs import get_logger, log_event
 
