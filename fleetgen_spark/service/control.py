@@ -33,6 +33,7 @@ from fleetgen_spark.core.config import Config
 from fleetgen_spark.core.exceptions import FleetGenError, OptionError
 from fleetgen_spark.spark.failures import first_line
 from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.queries import forget_delta_tables, query_state, stop_after_batch
 from fleetgen_spark.storage.clean import CLEANED, clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.logs import RUN_ID, get_logger, log_event
@@ -188,7 +189,7 @@ class Controller:
             removed = clean_data_dir(self.layout, self._state(), self.token)
             self._pipeline = None
             self._queries = {}
-            _forget_delta_tables(self.spark)
+            forget_delta_tables(self.spark)
             self._event("CLEAN", trigger, removed=removed)
             return removed
 
@@ -300,7 +301,7 @@ class Controller:
             "last_generated_at": self.layout.read_manifest().last_updated,
             "dataset": pipeline.describe() if pipeline is not None else None,
             "lag_s": self.lag_s(),
-            "queries": {role: _query_state(q) for role, q in dict(self._queries).items()},
+            "queries": {role: query_state(q) for role, q in dict(self._queries).items()},
             "last_error": self.last_error,
         }
 
@@ -388,62 +389,12 @@ class Controller:
         grace = self.stop_grace_s if grace_s is None else grace_s
         active = [q for q in self._queries.values() if q.isActive]
         with ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
-            for done in [pool.submit(_stop_after_batch, q, grace, self._hurry) for q in active]:
+            for done in [pool.submit(stop_after_batch, q, grace, self._hurry) for q in active]:
                 done.result()
 
     def _event(self, name: str, trigger: str, **metadata: Any) -> None:
         status = "paused" if self.paused else "running"  # the state reached, not the request in flight
         log_event(_log, name, event=name, trigger=trigger, status=status, **self.counts(), **metadata)
-
-
-def _stop_after_batch(query: StreamingQuery, grace_s: float, hurry: threading.Event) -> None:
-    """Let the micro-batch in flight finish (waiting at most ``grace_s``, or until ``hurry``), then stop the query.
-
-    While the clock is ahead Spark starts the next batch as soon as one ends, so the stop lands
-    at that batch's very start, before its writes; after ``grace_s`` it cuts the batch in flight
-    short. Both are safe: the batch's offsets are logged but not committed, the restart replays
-    it with the same rows, and the sinks' idempotent writes skip what was already written.
-    """
-    deadline = time.monotonic() + grace_s
-    # A query stopped while it initializes its sources leaves Spark's Python source runner to time out
-    # connecting back (a CANNOT_OPEN_SOCKET traceback on stderr): let it get that far first.
-    while query.isActive and query.status.get("message") == "Initializing sources" and not hurry.is_set():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    in_flight = _last_batch(query) + 1
-    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline and not hurry.is_set():
-        if _last_batch(query) >= in_flight:
-            break
-        time.sleep(0.05)
-    try:
-        query.stop()
-    except Exception as err:  # a query that failed is stopped already; its error shows in /health
-        log_event(_log, "query did not stop cleanly", logging.WARNING, name=query.name, error=str(err)[:500])
-
-
-def _last_batch(query: StreamingQuery) -> int:
-    progress = query.lastProgress
-    return int(progress.batchId) if progress is not None else -1
-
-
-def _query_state(query: StreamingQuery) -> dict[str, Any]:
-    """A query's Spark state with Spark's own names: id, runId, name, isActive, status, lastProgress."""
-    progress = query.lastProgress
-    error = query.exception() if not query.isActive else None
-    return {
-        "id": str(query.id),
-        "runId": str(query.runId),
-        "name": query.name,
-        "isActive": query.isActive,
-        "status": dict(query.status),
-        "lastProgress": (
-            {"batchId": progress.batchId, "timestamp": progress.timestamp, "numInputRows": progress.numInputRows}
-            if progress is not None
-            else None
-        ),
-        "exception": first_line(error) if error is not None else None,
-    }
 
 
 def _batch_start(batch_id: Any) -> str | None:
@@ -455,17 +406,3 @@ def _batch_start(batch_id: Any) -> str | None:
     except ValueError:
         return None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _forget_delta_tables(spark: SparkSession) -> None:
-    """Drop Delta's cached table logs, so tables recreated at the same paths start from version 0."""
-    try:
-        jvm = spark._jvm
-    except AttributeError:  # Spark Connect: no JVM handle (the server re-lists the log on the next write)
-        return
-    if jvm is None:
-        return
-    try:
-        jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
-    except Exception as err:  # not fatal: Delta re-lists the log on the next write anyway
-        log_event(_log, "could not clear Delta's table cache", error=str(err))
