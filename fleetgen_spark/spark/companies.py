@@ -16,7 +16,7 @@ from fleetgen_spark.core.company_rows import company_batch
 from fleetgen_spark.core.exceptions import OptionError
 from fleetgen_spark.core.options import SourceOptions, parse_options
 from fleetgen_spark.core.schedule import OnboardingPlan, Tick
-from fleetgen_spark.spark.source import ClockedOffsets, interval_range, max_steps
+from fleetgen_spark.spark.offsets import ClockedOffsets, interval_range, max_steps
 from fleetgen_spark.storage.dataset import onboarding_plan
 
 __all__ = ["COMPANIES_SCHEMA_DDL", "CompanyPartition", "FleetgenCompaniesDataSource", "company_partitions"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -15,19 +13,18 @@ from pyspark.sql.streaming.datasource import ReadLimit, ReadMaxRows, SupportsTri
 from pyspark.sql.types import StructType
 
 from fleetgen_spark.core.churn import churn_of
-from fleetgen_spark.core.clock import Clock, align_down, epoch_seconds, from_epoch, iso, parse_instant
+from fleetgen_spark.core.clock import epoch_seconds, parse_instant
 from fleetgen_spark.core.config import Config
 from fleetgen_spark.core.exceptions import OptionError
 from fleetgen_spark.core.generate import EventSpec, event_batches
 from fleetgen_spark.core.messy import delivered_batches, lookback
 from fleetgen_spark.core.options import SourceOptions, parse_options
 from fleetgen_spark.core.schedule import BLOCK_SIZE, OnboardingPlan, blocks
-from fleetgen_spark.core.seed import draw_seed
+from fleetgen_spark.spark.offsets import ClockedOffsets, interval_range, max_steps
 from fleetgen_spark.storage.dataset import event_shapes, onboarding_plan
 
 __all__ = [
     "EVENTS_SCHEMA_DDL",
-    "ClockedOffsets",
     "EventPartition",
     "EventUnit",
     "FleetgenBatchReader",
@@ -37,8 +34,6 @@ __all__ = [
     "event_spec",
     "event_specs",
     "group_units",
-    "interval_range",
-    "max_steps",
 ]
 
 EVENTS_SCHEMA_DDL = (
@@ -46,102 +41,6 @@ EVENTS_SCHEMA_DDL = (
     "event_type STRING NOT NULL, timestamp TIMESTAMP NOT NULL, batch_id STRING NOT NULL, "
     "interval_start TIMESTAMP NOT NULL, interval_end TIMESTAMP NOT NULL"
 )
-
-
-def interval_range(offset_from: Mapping[str, Any], offset_to: Mapping[str, Any]) -> tuple[int, int]:
-    """The epoch seconds ``[from, to)`` between two offsets' ``next`` instants."""
-    return (
-        epoch_seconds(parse_instant(offset_from["next"], "offset")),
-        epoch_seconds(parse_instant(offset_to["next"], "offset")),
-    )
-
-
-class ClockedOffsets:
-    """Offsets that follow a clock: ``{"start", "next", "seed"}``, readable ISO instants.
-
-    ``start`` is the simulation start (the onboarding schedule's anchor), ``next`` the first
-    interval not yet handed out, ``seed`` the dataset's seed. All three live in the offsets,
-    so a restart from a checkpoint replays identically whatever the options say about "now".
-    """
-
-    def __init__(self, options: SourceOptions) -> None:
-        self.options = options
-        self.interval_s = options.config.interval_seconds
-        self.clock = Clock(self.interval_s, options.speedup, options.end)
-        self._anchor: tuple[datetime, float] | None = None
-        self._available_now = False
-        self._target: datetime | None = None
-        self._last_start: dict[str, Any] | None = None
-
-    def initial(self) -> dict[str, Any]:
-        """A new query's offset: it begins at ``resumeFrom`` (what its data directory already holds) or ``start``.
-
-        ``from`` keeps that first instant in every later offset: Spark does not log a query's initial
-        offset, and the events writer reads the first micro-batch's range from the offset log.
-        """
-        start = self.options.start or align_down(from_epoch(time.time()), self.interval_s)
-        first = max(self.options.resume_from or start, start)
-        seed = self.options.config.seed
-        return {
-            "start": iso(start),
-            "next": iso(first),
-            "seed": draw_seed() if seed is None else seed,
-            "from": iso(first),
-        }
-
-    def check(self, offset: Mapping[str, Any]) -> None:
-        """Refuse to continue a checkpoint under a different explicit seed."""
-        seed = self.options.config.seed
-        if seed is not None and int(offset["seed"]) != seed:
-            raise OptionError(
-                f"option 'seed' = {seed} differs from the seed {offset['seed']} kept in this query's checkpoint; "
-                "use the same seed or a new checkpointLocation"
-            )
-
-    def _available(self, nxt: datetime) -> datetime:
-        if self._anchor is None:
-            # A simulated clock starts where this run starts: the checkpointed offset on a restart,
-            # unless the pipeline gave both of its queries one anchor, so companies never lag events.
-            self._anchor = self.options.clock_anchor or (nxt, time.time())
-        available = self.clock.available_end(*self._anchor)
-        if self._available_now:
-            if self._target is None:
-                self._target = available
-            available = min(available, self._target)
-        return max(available, nxt)
-
-    def available(self, start: dict[str, Any]) -> datetime:
-        """How far the clock has got, seen from a micro-batch that starts at ``start``."""
-        self.check(start)
-        self._last_start = start
-        return self._available(parse_instant(start["next"], "offset"))
-
-    def latest(self, start: dict[str, Any], max_steps: int | None) -> dict[str, Any]:
-        """The end offset of the next micro-batch: whole intervals, at most ``max_steps``."""
-        available = self.available(start)
-        nxt = parse_instant(start["next"], "offset")
-        if max_steps is not None:
-            cap = from_epoch(epoch_seconds(nxt) + max_steps * self.interval_s)
-            available = min(available, cap)
-        return {**start, "next": iso(available)}
-
-    def report(self) -> dict[str, Any] | None:
-        if self._last_start is None:
-            return None
-        nxt = parse_instant(self._last_start["next"], "offset")
-        return {**self._last_start, "next": iso(self._available(nxt))}
-
-    def prepare_available_now(self) -> None:
-        self._available_now = True
-        self._target = None
-
-
-def max_steps(limit: ReadLimit) -> int | None:
-    """The interval count a read limit allows (Spark 4.2 only accepts built-in limits:
-    ``maxIntervalsPerTrigger`` travels as ``ReadMaxRows``, one "row" per interval)."""
-    if isinstance(limit, ReadMaxRows):
-        return max(1, int(limit.max_rows))
-    return None
 
 
 @dataclass(frozen=True)
