@@ -41,6 +41,9 @@ from fleetgen_spark.core.seed import generator
 
 __all__ = [
     "EXTRA_DAY_OFF",
+    "HOS_DRIVING_S",
+    "HOS_OFF_DUTY_S",
+    "HOS_ON_DUTY_S",
     "JITTER_S",
     "MAX_DELIVERED_SHARE",
     "MAX_DRIVING_S",
@@ -62,9 +65,13 @@ START_HOUR_WEIGHTS: tuple[float, ...] = (
     1, 1, 1, 2, 4, 8, 10, 10, 8, 6, 5, 4, 3, 3, 3, 2, 2, 2, 2, 1.5, 1.5, 1, 1, 1,
 )  # fmt: skip
 EXTRA_DAY_OFF = 0.05  # besides the two weekly days off
+# The US hours-of-service limits (DESIGN.md): the law, which the report holds every shift to. The
+# model's own bounds below stay inside them.
+HOS_OFF_DUTY_S, HOS_DRIVING_S, HOS_ON_DUTY_S = 10 * HOUR, 11 * HOUR, 14 * HOUR
 JITTER_S = HOUR  # a shift begins up to an hour after the driver's home hour
-MIN_ON_DUTY_S, MAX_ON_DUTY_S = 7 * HOUR, 14 * HOUR - JITTER_S  # 13 h: the 10 h rest by construction
-MAX_DRIVING_S = 11 * HOUR
+# 13 h, so that a shift starting up to an hour late still ends inside the 14 h window: the 10 h rest by construction
+MIN_ON_DUTY_S, MAX_ON_DUTY_S = 7 * HOUR, HOS_ON_DUTY_S - JITTER_S
+MAX_DRIVING_S = HOS_DRIVING_S
 MIN_DRIVING_SHARE, MAX_DRIVING_SHARE = 0.6, 0.85
 MAX_DELIVERED_SHARE = 0.95
 # The latest a shift of day d can end, from d * 24 h: the last home hour, the jitter, the longest shift.

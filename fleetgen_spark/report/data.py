@@ -19,7 +19,8 @@ from pyspark.sql import functions as F
 
 from fleetgen_spark.core.clock import iso
 from fleetgen_spark.core.exceptions import DataDirError, FleetGenError
-from fleetgen_spark.report.checks import HOS_OFF_DUTY_S, Expected, ReportInputs
+from fleetgen_spark.core.shifts import HOS_OFF_DUTY_S
+from fleetgen_spark.report.model import Expected, ReportInputs
 from fleetgen_spark.storage.datadir import DATASET_MD, DataDir
 from fleetgen_spark.storage.dataset import Dataset, read_dataset
 from fleetgen_spark.storage.logs import read_logs

@@ -18,17 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
-from fleetgen_spark.report.checks import (
-    HOS_DRIVING_S,
-    HOS_ON_DUTY_S,
-    Check,
-    ReportInputs,
-    build_checks,
-    expected_shares,
-    poisson_applies,
-    poisson_view,
-    render_markdown,
-)
+from fleetgen_spark.core.shifts import HOS_DRIVING_S, HOS_ON_DUTY_S
+from fleetgen_spark.report.checks import build_checks, expected_shares, poisson_applies, poisson_view, render_markdown
+from fleetgen_spark.report.model import Check, ReportInputs
 
 __all__ = ["ReportResult", "draw_report", "panel_names", "report_figure", "write_report"]
 

@@ -52,7 +52,7 @@ Command = Literal["pause", "resume"]
 SHUTDOWN_GRACE_S = 15.0
 # How long a start waits for the companies query's first micro-batch before it starts the events.
 FIRST_COMPANIES_BATCH_S = 180.0
-_log = get_logger("service")  # same component as service.py: the controller logs as part of the service
+_log = get_logger("service")  # the controller logs as part of the service
 
 
 class ServiceError(FleetGenError):
