@@ -36,7 +36,7 @@ def _churn(rate: float = 0.05, companies: int = 250, per_tick: int = 50) -> Chur
 
 
 def _forget() -> None:
-    churn_module._HISTORIES._entries.clear()
+    churn_module._HISTORIES.clear()
 
 
 # --- the model, pure -----------------------------------------------------------------------------

@@ -15,11 +15,11 @@ is folded forward once per process and kept: a bounded memo of a pure function, 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from fleetgen_spark.core.memo import BudgetMemo
 from fleetgen_spark.core.names import NAME_CODES, first_name_codes
 from fleetgen_spark.core.schedule import BLOCK_SIZE, OnboardingPlan
 from fleetgen_spark.core.seed import bit_generator
@@ -117,33 +117,24 @@ def _instants(plan: OnboardingPlan, first: int, upto: int) -> list[int]:
     return times
 
 
-class _Histories:
-    """The memo of block histories, least recently used out first once it holds ``budget`` bytes."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._entries: OrderedDict[tuple[int, Churn, int], _History] = OrderedDict()
-
-    def get(self, seed: int, churn: Churn, block: int, instants: int) -> _History:
-        key = (seed, churn, block)
-        history = self._entries.pop(key, None) or _History(seed, block)
-        # Fold a little ahead: a live query asks for the next instants one by one.
-        history.extend(seed, churn, block, instants if history.instants >= instants else instants + 64)
-        self._entries[key] = history
-        held = sum(h.nbytes for h in self._entries.values())
-        while held > self.budget and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
-            held -= dropped.nbytes
-        return history
+def _history(seed: int, churn: Churn, block: int, instants: int) -> _History:
+    """A block's history folded up to at least ``instants`` onboarding instants, from the memo."""
+    key = (seed, churn, block)
+    history = _HISTORIES.take(key) or _History(seed, block)
+    # Fold a little ahead: a live query asks for the next instants one by one.
+    history.extend(seed, churn, block, instants if history.instants >= instants else instants + 64)
+    _HISTORIES.put(key, history)
+    return history
 
 
-_HISTORIES = _Histories(64 << 20)
+# The memo of block histories (a history grows as it is folded further: measured again at each put).
+_HISTORIES: BudgetMemo[tuple[int, Churn, int], _History] = BudgetMemo(64 << 20, lambda h: h.nbytes)
 
 
 def state_at(seed: int, churn: Churn, block: int, t: int) -> tuple[np.ndarray, np.ndarray]:
     """(active, name code) of every company of a block in force at ``t`` (after every change at or before it)."""
     done = churn.plan.cadence_count(t + 1)
-    history = _HISTORIES.get(seed, churn, block, done)
+    history = _history(seed, churn, block, done)
     return history.active[done], history.names[done]
 
 
@@ -157,7 +148,7 @@ def inactive_companies(seed: int, churn: Churn, block: int, n_companies: int, t:
 def changes_at(seed: int, churn: Churn, block: int, t: int) -> BlockChanges:
     """The companies of a block that change at the onboarding instant ``t``, with their new versions."""
     k = churn.plan.cadence_count(t)  # t's own index among the instants
-    history = _HISTORIES.get(seed, churn, block, k + 1)
+    history = _history(seed, churn, block, k + 1)
     offsets = np.flatnonzero(history.changed[k])
     return BlockChanges(offsets, history.active[k + 1][offsets], history.names[k + 1][offsets])
 
@@ -173,7 +164,7 @@ def inactive_spans(seed: int, churn: Churn, n_companies: int, t: int) -> tuple[n
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for block in range(-(-n_companies // BLOCK_SIZE)):
         n = min(BLOCK_SIZE, n_companies - block * BLOCK_SIZE)
-        active = _HISTORIES.get(seed, churn, block, done).active[: done + 1, :n]
+        active = _history(seed, churn, block, done).active[: done + 1, :n]
         # Row i is the state after instant i - 1: a span opens where a row turns inactive, closes where it turns back.
         company, row = np.nonzero((active[:-1] & ~active[1:]).T)
         closes_company, closes_row = np.nonzero((~active[:-1] & active[1:]).T)

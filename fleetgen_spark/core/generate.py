@@ -8,7 +8,6 @@ block into slices of any size gives the same rows.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from fleetgen_spark.core.columns import (
 )
 from fleetgen_spark.core.company_rows import company_block_text
 from fleetgen_spark.core.config import EVENT_TYPES
+from fleetgen_spark.core.memo import BudgetMemo
 from fleetgen_spark.core.schedule import BLOCK_SIZE
 from fleetgen_spark.core.seed import bit_generator, generator
 from fleetgen_spark.core.shifts import ShiftModel, interval_events
@@ -138,39 +138,16 @@ def _driver_strings(
     return driver_ids, np.repeat(company_text, drivers, axis=0), truck_ids
 
 
-class _BlockStrings:
-    """A memo of :func:`_driver_strings` per (seed, block, companies, drivers), least recently used
-    out first once it holds ``budget`` bytes.
-
-    A block's drivers are the same in every interval, so a micro-batch of many intervals formats
-    them once instead of once per interval. A memo of a pure function: the rows stay the same.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.held = 0
-        self._entries: OrderedDict[tuple[int, int, int, int, int], tuple[Strings, Strings, Strings]] = OrderedDict()
-
-    def get(
-        self, seed: int, block: int, n_companies: int, drivers: int, truck_drivers: int
-    ) -> tuple[Strings, Strings, Strings]:
-        key = (seed, block, n_companies, drivers, truck_drivers)
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-            return found
-        company_text = company_block_text(seed, block)[:n_companies]
-        made = _driver_strings(seed, company_text, block * BLOCK_SIZE, drivers, truck_drivers)
-        self._entries[key] = made
-        self.held += sum(int(s.nbytes) for s in made)
-        while self.held > self.budget and self._entries:
-            _, dropped = self._entries.popitem(last=False)
-            self.held -= sum(int(s.nbytes) for s in dropped)
-        return made
+def _strings_nbytes(strings: tuple[Strings, Strings, Strings]) -> int:
+    return sum(int(s.nbytes) for s in strings)
 
 
+# A block's drivers are the same in every interval, so a micro-batch of many intervals formats them
+# once instead of once per interval: a memo of _driver_strings per (seed, block, companies, drivers).
 # 32 MiB holds the drivers of about 350 blocks of 20 drivers per company (35,000 companies).
-_BLOCK_STRINGS = _BlockStrings(32 << 20)
+_BLOCK_STRINGS: BudgetMemo[tuple[int, int, int, int, int], tuple[Strings, Strings, Strings]] = BudgetMemo(
+    32 << 20, _strings_nbytes
+)
 
 
 def inactive_drivers(spec: EventSpec, interval_start_s: int, block: int, n_companies: int) -> np.ndarray | None:
@@ -304,7 +281,13 @@ def _shift_batches(
 def _block_strings(spec: EventSpec, block: int, n_companies: int) -> tuple[Strings, Strings, Strings]:
     drivers = spec.drivers_per_company
     truck_drivers = drivers if spec.truck_drivers is None else spec.truck_drivers
-    return _BLOCK_STRINGS.get(spec.seed, block, n_companies, drivers, truck_drivers)
+    key = (spec.seed, block, n_companies, drivers, truck_drivers)
+    found = _BLOCK_STRINGS.get(key)
+    if found is None:
+        company_text = company_block_text(spec.seed, block)[:n_companies]
+        found = _driver_strings(spec.seed, company_text, block * BLOCK_SIZE, drivers, truck_drivers)
+        _BLOCK_STRINGS.put(key, found)
+    return found
 
 
 def _event_batch(
