@@ -1,9 +1,10 @@
-"""``fleetgen run`` and the commands that talk to a running service: status, pause, resume, clean, logs.
+"""The commands that talk to a running service: status, pause, resume, clean, logs.
 
 The client commands need no Spark: they call the REST API with httpx, send ``Authorization: Bearer TOKEN``
 (``FLEETGEN_API_TOKEN`` when set, else the token the service saved in the same ``--data-dir``) and turn
 every failure into one readable line (exit code 1). Pause and resume answer ``202`` at once; the client
 then polls ``GET /health`` until the service is ``paused`` or ``running`` (dots on a terminal).
+``fleetgen run``, which starts the service, is in :mod:`fleetgen_spark.commands`.
 """
 
 from __future__ import annotations
