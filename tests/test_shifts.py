@@ -224,7 +224,7 @@ def test_the_delivered_weight_sets_the_share_of_deliveries() -> None:
 @pytest.fixture
 def fresh_memo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Nothing remembered from an earlier generation: each interval's day is drawn again."""
-    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(0))
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._timelines(0))
     yield
 
 
@@ -440,7 +440,7 @@ def test_readme_exercise_driving_sessions_runs_as_pasted(
 def test_a_block_cut_into_chunks_of_drivers_keeps_every_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large block's day is drawn in chunks of drivers (bounded memory); here chunks of 36 drivers."""
     monkeypatch.setattr(shifts, "_CHUNK_EVENTS", 3700)
-    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(64 << 20))
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._timelines(64 << 20))
     spec = _spec()
     assert generate._shift_model(spec).chunk_drivers == 36
     window = (S + DAY, S + 3 * DAY)
@@ -451,7 +451,7 @@ def test_a_block_cut_into_chunks_of_drivers_keeps_every_invariant(monkeypatch: p
     assert s.on_duty_s.max() <= 14 * HOUR and s.driving_s().max() <= 11 * HOUR
     assert len(set(table.column("driver_id").to_pylist())) > 800  # two days: some drivers are off both
     t = S + 2 * DAY + 33 * QUARTER
-    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(0))
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._timelines(0))
     cut = table.filter(pc.equal(table.column("batch_id"), batch_id(from_epoch(t))))
     assert _table(spec, [t]).equals(cut) and cut.num_rows > 0
 

@@ -27,16 +27,16 @@ block, drivers). The block's drivers are cut into chunks of :meth:`ShiftModel.ch
 once); every draw comes from a stream of its own seeded by (seed, purpose, day, block, chunk),
 laid out driver after driver, so the first drivers' shifts do not change when a block grows. An
 interval's events are cut out of the (at most three) days whose shifts can reach it; nothing is
-carried from one micro-batch to the next. :class:`_Timelines` memoises the days of a worker.
+carried from one micro-batch to the next. :func:`_timelines` memoises the days of a worker.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from fleetgen_spark.core.memo import BudgetMemo
 from fleetgen_spark.core.seed import generator
 
 __all__ = [
@@ -226,37 +226,31 @@ def _day_timeline(model: ShiftModel, day: int, block: int, chunk: int, n_drivers
     )
 
 
-class _Timelines:
-    """A memo of :func:`_day_timeline`, least recently used out first once it holds ``budget`` bytes.
+_TimelineKey = tuple[ShiftModel, int, int, int, int]  # model, day, block, chunk, drivers
+
+
+def _timelines(budget: int) -> BudgetMemo[_TimelineKey, _Timeline]:
+    """A memo of :func:`_day_timeline` of ``budget`` bytes.
 
     Every interval of a day cuts its rows out of the same day's shifts: a worker that generates
     a day's intervals one by one draws each day once. A memo of a pure function: rows stay the same.
     """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.held = 0
-        self._entries: OrderedDict[tuple[ShiftModel, int, int, int, int], _Timeline] = OrderedDict()
-
-    def get(self, model: ShiftModel, day: int, block: int, chunk: int, n_drivers: int) -> _Timeline:
-        key = (model, day, block, chunk, n_drivers)
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-            return found
-        made = _day_timeline(model, day, block, chunk, n_drivers)
-        self._entries[key] = made
-        self.held += made.nbytes
-        while self.held > self.budget and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
-            self.held -= dropped.nbytes
-        return made
+    return BudgetMemo(budget, lambda timeline: timeline.nbytes)
 
 
 # 96 MiB holds about 75 days of a block of 1,000 drivers at 3.5 events per interval (1.3 MB each),
 # or 27 of the benchmark's blocks of 2,000 drivers at 5: the two days a block's interval needs, for
 # every block of a partition of a large backfill.
-_TIMELINES = _Timelines(96 << 20)
+_TIMELINES = _timelines(96 << 20)
+
+
+def _timeline(model: ShiftModel, day: int, block: int, chunk: int, n_drivers: int) -> _Timeline:
+    key = (model, day, block, chunk, n_drivers)
+    found = _TIMELINES.get(key)
+    if found is None:
+        found = _day_timeline(model, day, block, chunk, n_drivers)
+        _TIMELINES.put(key, found)
+    return found
 
 
 def interval_events(
@@ -273,7 +267,7 @@ def interval_events(
     size = model.chunk_drivers
     for day in range(first_day, last_day + 1):
         for chunk in range(-(-n_drivers // size)):
-            timeline = _TIMELINES.get(model, day, block, chunk, min(size, n_drivers - chunk * size))
+            timeline = _timeline(model, day, block, chunk, min(size, n_drivers - chunk * size))
             rows = timeline.rows(interval)
             if rows.stop > rows.start:
                 parts.append((timeline.driver[rows] + chunk * size, timeline.time_us[rows], timeline.kind[rows]))
