@@ -42,9 +42,9 @@ from pyspark.sql import SparkSession
 from report import render_results
 
 import fleetgen_spark
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.datadir import DataDir
 
 START = datetime(2025, 11, 8, 0, 0, tzinfo=timezone.utc)
 PRESETS = ("base", "scaling")

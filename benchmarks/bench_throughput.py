@@ -53,10 +53,10 @@ from report import render_results
 from rivals import CachedBatchDataSource, Workload, dbldatagen_events, sql_events
 
 import fleetgen_spark
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.manifests import read_json
-from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.manifests import read_json
 
 GENERATORS = (
     "fleetgen",

@@ -19,7 +19,7 @@ from harness import median, now
 from pyspark.sql import SparkSession
 
 import fleetgen_spark
-from fleetgen_spark.tables import BATCHES_SCHEMA
+from fleetgen_spark.spark.tables import BATCHES_SCHEMA
 
 ROW = (
     "20250101T0000",

@@ -22,9 +22,9 @@ from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStrea
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, SupportsTriggerAvailableNow
 from pyspark.sql.types import StructType
 
-from fleetgen_spark.config import EVENT_TYPES
-from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, event_batches
-from fleetgen_spark.source import EVENTS_SCHEMA_DDL
+from fleetgen_spark.core.config import EVENT_TYPES
+from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec, event_batches
+from fleetgen_spark.spark.source import EVENTS_SCHEMA_DDL
 
 __all__ = ["EVENT_COLUMNS", "CachedBatchDataSource", "Workload", "dbldatagen_events", "sql_events"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fleetgen_spark.config import Config, load_config
-from fleetgen_spark.exceptions import ConfigError, FleetGenError, OptionError
-from fleetgen_spark.session import register, spark_session
+from fleetgen_spark.core.config import Config, load_config
+from fleetgen_spark.core.exceptions import ConfigError, FleetGenError, OptionError
+from fleetgen_spark.spark.session import register, spark_session
 
 __version__ = "0.1.0"
 

@@ -1,9 +1,10 @@
-"""``fleetgen run`` and the commands that talk to a running service: status, pause, resume, clean, logs.
+"""The commands that talk to a running service: status, pause, resume, clean, logs.
 
 The client commands need no Spark: they call the REST API with httpx, send ``Authorization: Bearer TOKEN``
 (``FLEETGEN_API_TOKEN`` when set, else the token the service saved in the same ``--data-dir``) and turn
 every failure into one readable line (exit code 1). Pause and resume answer ``202`` at once; the client
 then polls ``GET /health`` until the service is ``paused`` or ``running`` (dots on a terminal).
+``fleetgen run``, which starts the service, is in :mod:`fleetgen_spark.commands`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, TextIO
 
 import httpx
 
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.exceptions import FleetGenError
-from fleetgen_spark.rest import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, base_url, client_token
+from fleetgen_spark.core.exceptions import FleetGenError
+from fleetgen_spark.service.rest import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, base_url, client_token
+from fleetgen_spark.storage.datadir import DataDir
 
 __all__ = ["ClientError", "ServiceClient", "format_health", "format_record"]
 
@@ -186,24 +187,6 @@ def _client(args: argparse.Namespace) -> ServiceClient:
 def _print(args: argparse.Namespace, body: dict[str, Any], text: str) -> int:
     print(json.dumps(body, indent=2, default=str) if args.json else text)
     return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from fleetgen_spark.config import load_config
-    from fleetgen_spark.service import serve
-
-    overrides: dict[str, Any] = {"seed": args.seed} if args.seed is not None else {}
-    config = load_config(args.config, **overrides)
-    return serve(
-        config,
-        args.data_dir,
-        master=args.master,
-        remote=args.remote,
-        speedup=args.speedup,
-        host=args.host,
-        port=args.port,
-        conf=getattr(args, "spark_conf", {}),
-    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -88,8 +88,8 @@ def delta_table_api(spark: Any, table: Path) -> str:
 def pipeline(spark: Any, data_dir: Path) -> dict[str, Any]:
     """The whole pipeline (companies MERGE, events, batches, manifests) on a Connect session."""
     from fleetgen_spark import load_config
-    from fleetgen_spark.datadir import DataDir
-    from fleetgen_spark.pipeline import Pipeline
+    from fleetgen_spark.spark.pipeline import Pipeline
+    from fleetgen_spark.storage.datadir import DataDir
 
     def instant(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.datadir import DataDir
 
 # Changes every run (the wall clock at write time), so never part of a row comparison.
 VOLATILE_COLUMNS = ("generation_time", "discarded_at")

@@ -14,15 +14,16 @@ from helpers import Datasets, living_backfill, table
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fleetgen_spark import churn as churn_module
-from fleetgen_spark.churn import DEACTIVATE_SHARE, Churn, changes_at, inactive_spans, state_at
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.exceptions import ConfigError
-from fleetgen_spark.generate import company_batch, driver_counts, event_batches
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.schedule import OnboardingPlan
-from fleetgen_spark.source import event_spec
+from fleetgen_spark.core import churn as churn_module
+from fleetgen_spark.core.churn import DEACTIVATE_SHARE, Churn, changes_at, inactive_spans, state_at
+from fleetgen_spark.core.company_rows import company_batch
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.core.exceptions import ConfigError
+from fleetgen_spark.core.generate import driver_counts, event_batches
+from fleetgen_spark.core.schedule import OnboardingPlan
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.source import event_spec
+from fleetgen_spark.storage.datadir import DataDir
 
 S = 1_762_560_000  # 2025-11-08T00:00:00Z
 WEEK = 7 * 86_400
@@ -35,7 +36,7 @@ def _churn(rate: float = 0.05, companies: int = 250, per_tick: int = 50) -> Chur
 
 
 def _forget() -> None:
-    churn_module._HISTORIES._entries.clear()
+    churn_module._HISTORIES.clear()
 
 
 # --- the model, pure -----------------------------------------------------------------------------

@@ -13,12 +13,12 @@ import pytest
 from pyspark.sql import SparkSession
 
 import fleetgen_spark
-from fleetgen_spark import cli
-from fleetgen_spark.manifests import read_json
+from fleetgen_spark import cli, flags
 from fleetgen_spark.progress import Progress
+from fleetgen_spark.storage.manifests import read_json
 
 # Variables the CLI reads or sets; each test starts without them and leaves none behind.
-_ENV = (*cli.ENVIRONMENT, "SPARK_LOCAL_IP", "FLEETGEN_CONF_DIR")
+_ENV = (*flags.ENVIRONMENT, "SPARK_LOCAL_IP", "FLEETGEN_CONF_DIR")
 BACKFILL = ["--config", "small", "--start", "2025-11-08T00:00:00Z", "--end", "2025-11-08T06:00:00Z"]
 
 
@@ -165,7 +165,7 @@ def test_a_job_does_not_read_the_service_variables(
     monkeypatch.setenv("FLEETGEN_PORT", "abc")
     monkeypatch.setenv("FLEETGEN_API_TOKEN", "two words")
     args = cli.build_parser().parse_args(["backfill", *BACKFILL])
-    cli._resolve(args)  # neither is checked: a backfill uses neither
+    flags.resolve(args)  # neither is checked: a backfill uses neither
     assert not hasattr(args, "port")
 
 
@@ -237,20 +237,20 @@ def test_every_command_is_in_the_table(capsys: pytest.CaptureFixture[str]) -> No
 def test_the_spark_ui_binds_to_the_host_or_is_off(capsys: pytest.CaptureFixture[str]) -> None:
     args = cli.build_parser().parse_args(["backfill", *BACKFILL, "--host", "127.0.0.1"])
     args.verbose = False
-    cli._resolve(args)
-    cli._spark_environment(args)
+    flags.resolve(args)
+    flags.spark_environment(args)
     assert os.environ["SPARK_LOCAL_IP"] == "127.0.0.1" and os.environ["FLEETGEN_SPARK_UI"] == "on"
     args = cli.build_parser().parse_args(["backfill", *BACKFILL, "--spark-ui", "off"])
     args.verbose = False
-    cli._resolve(args)
-    cli._spark_environment(args)
+    flags.resolve(args)
+    flags.spark_environment(args)
     assert os.environ["FLEETGEN_SPARK_UI"] == "off"
     # A driver of a remote cluster must stay reachable: the UI goes off rather than the driver onto loopback.
     del os.environ["SPARK_LOCAL_IP"]
     args = cli.build_parser().parse_args(["backfill", *BACKFILL, "--master", "spark://10.0.0.5:7077"])
     args.verbose = False
-    cli._resolve(args)
-    cli._spark_environment(args)
+    flags.resolve(args)
+    flags.spark_environment(args)
     assert os.environ["FLEETGEN_SPARK_UI"] == "off" and "SPARK_LOCAL_IP" not in os.environ
 
 

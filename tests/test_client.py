@@ -13,10 +13,10 @@ from pyspark.sql import SparkSession
 
 from fleetgen_spark.cli import main
 from fleetgen_spark.client import format_health, format_record
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.logs import configure_logging
-from fleetgen_spark.service import Service
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.service.process import Service
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import configure_logging
 
 TOKEN = "client-test-token"
 

@@ -1,4 +1,4 @@
-"""Interval arithmetic, instant parsing and the three clocks of ``fleetgen_spark.clock``."""
+"""Interval arithmetic, instant parsing and the three clocks of ``fleetgen_spark.core.clock``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fleetgen_spark import OptionError
-from fleetgen_spark.clock import (
+from fleetgen_spark.core.clock import (
     LATEST,
     MAX_SPEEDUP,
     Clock,

@@ -28,7 +28,8 @@ import yaml
 from conftest import HdfsServer
 from helpers import free_port
 
-from fleetgen_spark.session import DELTA_PACKAGE, _loopback_cluster
+from fleetgen_spark.spark.jars import DELTA_PACKAGE
+from fleetgen_spark.spark.session import _loopback_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SH = ROOT / "scripts" / "cluster.sh"

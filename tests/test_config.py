@@ -1,4 +1,4 @@
-"""The presets, overrides, validation rules and file look-up of ``fleetgen_spark.config``."""
+"""The presets, overrides, validation rules and file look-up of ``fleetgen_spark.core.config``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fleetgen_spark import Config, ConfigError, load_config
-from fleetgen_spark.config import DEFAULT_WEIGHTS, EVENT_TYPES, MAX_EVENTS_PER_INTERVAL, resolve_config_path
+from fleetgen_spark.core.config import DEFAULT_WEIGHTS, EVENT_TYPES, MAX_EVENTS_PER_INTERVAL, resolve_config_path
 
 MINIMAL_YAML = """\
 number_of_companies: 3

@@ -26,7 +26,7 @@ import pytest
 
 import fleetgen_spark
 from fleetgen_spark import OptionError
-from fleetgen_spark.session import DELTA_PACKAGE
+from fleetgen_spark.spark.jars import DELTA_PACKAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = Path(__file__).resolve().parent / "connect_scenario.py"

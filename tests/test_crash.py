@@ -16,9 +16,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from fleetgen_spark import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.manifests import read_json
-from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.manifests import read_json
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 HOURS = 12

@@ -20,13 +20,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fleetgen_spark import ConfigError, OptionError, load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.dataset import check_start, ensure_dataset
-from fleetgen_spark.exceptions import GenerationError
-from fleetgen_spark.lock import DataDirBusy, hold, release
-from fleetgen_spark.manifests import read_json
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.tables import TABLES, sql_path
+from fleetgen_spark.core.exceptions import GenerationError
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.tables import TABLES, sql_path
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.dataset import check_start, ensure_dataset
+from fleetgen_spark.storage.lock import DataDirBusy, hold, release
+from fleetgen_spark.storage.manifests import read_json
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def test_the_lock_is_per_directory_and_reentrant(tmp_path: Path) -> None:
     hold(layout, "test again")  # the same process may build several pipelines on one directory
     assert f"pid {os.getpid()} (test)" in layout.lock_path.read_text()
     release(layout)
-    code = "import sys; from fleetgen_spark import datadir, lock; lock.hold(datadir.DataDir(sys.argv[1]))"
+    code = "import sys; from fleetgen_spark.storage import datadir, lock; lock.hold(datadir.DataDir(sys.argv[1]))"
     free = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert free.returncode == 0, free.stderr
 

@@ -1,4 +1,4 @@
-"""Pure generation (numpy in, Arrow out) of ``fleetgen_spark.generate``.
+"""Pure generation (numpy in, Arrow out) of ``fleetgen_spark.core.generate``.
 
 Only the two schema tests start Spark: parsing a DDL string into a StructType needs a JVM.
 """
@@ -19,19 +19,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
-from fleetgen_spark.companies import COMPANIES_SCHEMA_DDL
-from fleetgen_spark.config import EVENT_TYPES
-from fleetgen_spark.generate import (
-    COMPANY_SCHEMA,
-    EVENT_SCHEMA,
-    EventSpec,
-    company_batch,
-    company_ids,
-    event_batches,
-    uuid_strings,
-)
-from fleetgen_spark.schedule import BLOCK_SIZE
-from fleetgen_spark.source import EVENTS_SCHEMA_DDL
+from fleetgen_spark.core.columns import uuid_strings
+from fleetgen_spark.core.company_rows import COMPANY_SCHEMA, company_batch, company_ids
+from fleetgen_spark.core.config import EVENT_TYPES
+from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec, event_batches
+from fleetgen_spark.core.schedule import BLOCK_SIZE
+from fleetgen_spark.spark.companies import COMPANIES_SCHEMA_DDL
+from fleetgen_spark.spark.source import EVENTS_SCHEMA_DDL
 
 S = 1_762_610_400  # 2025-11-08T14:00:00Z, aligned to 15 minutes
 QUARTER = 900

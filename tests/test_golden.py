@@ -15,12 +15,13 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import Row, SparkSession
 
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.generate import company_batch, event_batches
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.schedule import blocks
-from fleetgen_spark.source import event_spec
+from fleetgen_spark.core.company_rows import company_batch
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.core.generate import event_batches
+from fleetgen_spark.core.schedule import blocks
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.source import event_spec
+from fleetgen_spark.storage.datadir import DataDir
 
 S = 1_762_560_000  # 2025-11-08T00:00:00Z
 

@@ -20,11 +20,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fleetgen_spark import cli
-from fleetgen_spark.answers import history
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.grade import Verdict, compare, schema_problem
-from fleetgen_spark.pipeline import Pipeline
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.grading.answers import history
+from fleetgen_spark.grading.grade import Verdict, compare, schema_problem
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.datadir import DataDir
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -293,7 +293,7 @@ def test_scd2_as_of_grades_the_history_known_then(
 
 def test_scd2_answer_key_is_the_pipelines_companies_history(spark: SparkSession, course: Path) -> None:
     """The pure SCD2 of the change feed equals what the pipeline's MERGEs wrote (same versions, same bounds)."""
-    from fleetgen_spark.answers import company_versions, generated, table_rows
+    from fleetgen_spark.grading.answers import company_versions, generated, table_rows
 
     gen = generated(DataDir(course / "data-living"))
     table = table_rows(_load(spark, course, "data-living/delta/companies_history").toArrow())

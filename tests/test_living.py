@@ -13,11 +13,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from test_readme import _section  # one reader of README sections for every README test
 
-from fleetgen_spark.churn import Churn, state_at
-from fleetgen_spark.config import load_config
-from fleetgen_spark.generate import company_batch
-from fleetgen_spark.names import company_names
-from fleetgen_spark.schedule import OnboardingPlan
+from fleetgen_spark.core.churn import Churn, state_at
+from fleetgen_spark.core.company_rows import company_batch
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.core.names import company_names
+from fleetgen_spark.core.schedule import OnboardingPlan
 
 SECTION = _section("Living entities")
 BLOCKS = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)

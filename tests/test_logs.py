@@ -1,4 +1,4 @@
-"""The JSON-lines logs of ``fleetgen_spark.logs``: read from the newest end, rotated by size and age."""
+"""The JSON-lines logs of ``fleetgen_spark.storage.logs``: read from the newest end, rotated by size and age."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import IO, Any
 
 import pytest
 
-from fleetgen_spark import logs
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.logs import LOG_FILE, configure_logging, get_logger, log_event, read_logs
+from fleetgen_spark.storage import logs
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import LOG_FILE, configure_logging, get_logger, log_event, read_logs
 
 UTC = timezone.utc
 DAY = "2026-01-15"

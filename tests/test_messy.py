@@ -15,15 +15,15 @@ from helpers import table
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fleetgen_spark.config import EVENT_TYPES, config_dirs, load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.dataset import EVENT_SHAPE_FIELDS, event_shapes, onboarding_plan, record_event_shape
-from fleetgen_spark.exceptions import ConfigError, OptionError
-from fleetgen_spark.generate import event_batches, selected_events
-from fleetgen_spark.messy import BAD_REASONS, answer_key, bad_rows, deliveries, event_offsets_us
-from fleetgen_spark.options import parse_options
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
+from fleetgen_spark.core.config import EVENT_TYPES, config_dirs, load_config
+from fleetgen_spark.core.exceptions import ConfigError, OptionError
+from fleetgen_spark.core.generate import event_batches, selected_events
+from fleetgen_spark.core.messy import BAD_REASONS, answer_key, bad_rows, deliveries, event_offsets_us
+from fleetgen_spark.core.options import parse_options
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.dataset import EVENT_SHAPE_FIELDS, event_shapes, onboarding_plan, record_event_shape
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 S = int(START.timestamp())

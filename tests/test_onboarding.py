@@ -13,13 +13,13 @@ import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 
 from fleetgen_spark import ConfigError, load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.dataset import ensure_dataset, load_segments
-from fleetgen_spark.manifests import read_json
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.scd import CompaniesWriter
-from fleetgen_spark.sink import UUID_PATTERN
-from fleetgen_spark.tables import ensure_tables
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.scd import CompaniesWriter
+from fleetgen_spark.spark.sink import UUID_PATTERN
+from fleetgen_spark.spark.tables import ensure_tables
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.dataset import ensure_dataset, load_segments
+from fleetgen_spark.storage.manifests import read_json
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,13 +13,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from fleetgen_spark import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.logs import RUN_ID, configure_logging, read_logs
-from fleetgen_spark.manifests import read_json, write_json_atomic
-from fleetgen_spark.options import parse_options
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.sink import EventsWriter
-from fleetgen_spark.tables import ensure_tables
+from fleetgen_spark.core.options import parse_options
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.sink import EventsWriter
+from fleetgen_spark.spark.tables import ensure_tables
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import RUN_ID, configure_logging, read_logs
+from fleetgen_spark.storage.manifests import read_json, write_json_atomic
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ import pytest
 
 import fleetgen_spark
 from fleetgen_spark import ConfigError, load_config
-from fleetgen_spark.config import preset_names, resolve_config_path
+from fleetgen_spark.core.config import preset_names, resolve_config_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(fleetgen_spark.__file__).resolve().parent
@@ -74,7 +74,7 @@ def test_presets_load_when_the_package_is_imported_from_a_zip(tmp_path: Path) ->
     code = (
         f"import sys; sys.path.insert(0, {str(archive)!r}); import fleetgen_spark; "
         "assert fleetgen_spark.__file__.startswith(sys.path[0]), fleetgen_spark.__file__; "
-        "from fleetgen_spark.config import resolve_config_path; "
+        "from fleetgen_spark.core.config import resolve_config_path; "
         "print(resolve_config_path('small'), fleetgen_spark.load_config('small').seed)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False)

@@ -19,19 +19,14 @@ from pyspark.sql import SparkSession
 
 from fleetgen_spark import load_config
 from fleetgen_spark.cli import main
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.logs import configure_logging
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.report import (
-    Expected,
-    ReportInputs,
-    build_checks,
-    poisson_view,
-    render_markdown,
-)
-from fleetgen_spark.report_data import read_inputs, shift_summary
-from fleetgen_spark.report_plot import panel_names, report_figure, write_report
-from fleetgen_spark.stats import ALPHA, chi2_sf, fraction_check, poisson_band, poisson_check, shares_check
+from fleetgen_spark.core.stats import ALPHA, chi2_sf, fraction_check, poisson_band, poisson_check, shares_check
+from fleetgen_spark.report.checks import build_checks, poisson_view, render_markdown
+from fleetgen_spark.report.data import read_inputs, shift_summary
+from fleetgen_spark.report.model import Expected, ReportInputs
+from fleetgen_spark.report.plot import panel_names, report_figure, write_report
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import configure_logging
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 WEIGHTS = {"start driving": 0.40, "stopped driving": 0.35, "delivered": 0.25}

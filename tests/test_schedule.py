@@ -1,11 +1,11 @@
-"""The onboarding schedule of ``fleetgen_spark.schedule``: who exists when."""
+"""The onboarding schedule of ``fleetgen_spark.core.schedule``: who exists when."""
 
 from __future__ import annotations
 
 import pytest
 
 from fleetgen_spark import load_config
-from fleetgen_spark.schedule import BLOCK_SIZE, OnboardingPlan, Segment, Tick, blocks
+from fleetgen_spark.core.schedule import BLOCK_SIZE, OnboardingPlan, Segment, Tick, blocks
 
 S = 1_762_610_400  # 2025-11-08T14:00:00Z
 MIN = 60

@@ -30,15 +30,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 
-from fleetgen_spark.clean import CleanError, clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.cli import main
-from fleetgen_spark.config import load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.exceptions import OptionError
-from fleetgen_spark.logs import configure_logging, get_logger, log_event
-from fleetgen_spark.manifests import read_json
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.service import Service, check_bind
+from fleetgen_spark.core.config import load_config
+from fleetgen_spark.core.exceptions import OptionError
+from fleetgen_spark.service.process import Service, check_bind
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.clean import CleanError, clean_data_dir, finish_interrupted_clean
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import configure_logging, get_logger, log_event
+from fleetgen_spark.storage.manifests import read_json
 
 T = TypeVar("T")
 SMALL = load_config("small")
@@ -606,8 +606,8 @@ def test_the_service_refuses_to_clean_through_a_symlink(paused: tuple[Service, h
 
 _KILLER = """
 import os, signal, sys
-from fleetgen_spark.clean import clean_data_dir
-from fleetgen_spark.datadir import DataDir
+from fleetgen_spark.storage.clean import clean_data_dir
+from fleetgen_spark.storage.datadir import DataDir
 
 kill_at, count = int(sys.argv[2]), 0
 

@@ -20,20 +20,20 @@ import pyarrow.compute as pc
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from fleetgen_spark import generate, shifts
-from fleetgen_spark.clock import batch_id, from_epoch
-from fleetgen_spark.config import EVENT_TYPES, load_config
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.dataset import onboarding_plan
-from fleetgen_spark.exceptions import ConfigError, OptionError
-from fleetgen_spark.generate import EVENT_SCHEMA, EventSpec, driver_counts, event_batches, selected_events
-from fleetgen_spark.messy import answer_key, event_offsets_us
-from fleetgen_spark.options import parse_options
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.report import build_checks
-from fleetgen_spark.report_data import read_inputs, shift_summary
-from fleetgen_spark.schedule import BLOCK_SIZE
-from fleetgen_spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
+from fleetgen_spark.core import company_rows, generate, shifts
+from fleetgen_spark.core.clock import batch_id, from_epoch
+from fleetgen_spark.core.config import EVENT_TYPES, load_config
+from fleetgen_spark.core.exceptions import ConfigError, OptionError
+from fleetgen_spark.core.generate import EVENT_SCHEMA, EventSpec, driver_counts, event_batches, selected_events
+from fleetgen_spark.core.messy import answer_key, event_offsets_us
+from fleetgen_spark.core.options import parse_options
+from fleetgen_spark.core.schedule import BLOCK_SIZE
+from fleetgen_spark.report.checks import build_checks
+from fleetgen_spark.report.data import read_inputs, shift_summary
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.source import FleetgenBatchReader, delivery_reach, event_spec, event_specs, read_events
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.dataset import onboarding_plan
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)  # a Saturday, 00:00 UTC
 S = int(START.timestamp())
@@ -224,7 +224,7 @@ def test_the_delivered_weight_sets_the_share_of_deliveries() -> None:
 @pytest.fixture
 def fresh_memo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Nothing remembered from an earlier generation: each interval's day is drawn again."""
-    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(0))
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._timelines(0))
     yield
 
 
@@ -302,7 +302,7 @@ def test_drivers_of_inactive_companies_are_silent_and_the_others_unchanged(monke
     silenced = _table(spec, [t])
     counts = driver_counts(spec, t, 0, BLOCK_SIZE)
     assert counts[30:70].sum() == 0 and counts.sum() == silenced.num_rows
-    gone = set(generate.company_ids(spec.seed, 3, 4).to_pylist())
+    gone = set(company_rows.company_ids(spec.seed, 3, 4).to_pylist())
     kept = whole.filter(pc.invert(pc.is_in(whole.column("company_id"), pa.array(sorted(gone)))))
     assert kept.num_rows < whole.num_rows and silenced.equals(kept)
     stamps = silenced.column("timestamp").cast(pa.int64()).to_numpy()
@@ -440,7 +440,7 @@ def test_readme_exercise_driving_sessions_runs_as_pasted(
 def test_a_block_cut_into_chunks_of_drivers_keeps_every_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large block's day is drawn in chunks of drivers (bounded memory); here chunks of 36 drivers."""
     monkeypatch.setattr(shifts, "_CHUNK_EVENTS", 3700)
-    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(64 << 20))
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._timelines(64 << 20))
     spec = _spec()
     assert generate._shift_model(spec).chunk_drivers == 36
     window = (S + DAY, S + 3 * DAY)
@@ -451,7 +451,7 @@ def test_a_block_cut_into_chunks_of_drivers_keeps_every_invariant(monkeypatch: p
     assert s.on_duty_s.max() <= 14 * HOUR and s.driving_s().max() <= 11 * HOUR
     assert len(set(table.column("driver_id").to_pylist())) > 800  # two days: some drivers are off both
     t = S + 2 * DAY + 33 * QUARTER
-    monkeypatch.setattr(shifts, "_TIMELINES", shifts._Timelines(0))
+    monkeypatch.setattr(shifts, "_TIMELINES", shifts._timelines(0))
     cut = table.filter(pc.equal(table.column("batch_id"), batch_id(from_epoch(t))))
     assert _table(spec, [t]).equals(cut) and cut.num_rows > 0
 

@@ -19,10 +19,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
-from fleetgen_spark.clock import epoch_seconds
-from fleetgen_spark.companies import COMPANIES_SCHEMA_DDL
-from fleetgen_spark.schedule import Segment
-from fleetgen_spark.source import EVENTS_SCHEMA_DDL
+from fleetgen_spark.core.clock import epoch_seconds
+from fleetgen_spark.core.schedule import Segment
+from fleetgen_spark.spark.companies import COMPANIES_SCHEMA_DDL
+from fleetgen_spark.spark.source import EVENTS_SCHEMA_DDL
 
 S = datetime(2025, 11, 8, 14, 0, tzinfo=timezone.utc)
 QUARTER = timedelta(minutes=15)

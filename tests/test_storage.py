@@ -25,13 +25,13 @@ from pyspark.sql import SparkSession
 from test_exactly_once import START, _assert_equal_to, _backfill, _rows, reference_backfill
 
 from fleetgen_spark import load_config
-from fleetgen_spark.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.cli import main
-from fleetgen_spark.datadir import DataDir
-from fleetgen_spark.lock import LEASE, DataDirBusy, Lease, command_line, hold, release
-from fleetgen_spark.logs import configure_logging, read_logs
-from fleetgen_spark.pipeline import Pipeline
-from fleetgen_spark.service import Service
+from fleetgen_spark.service.process import Service
+from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.storage.clean import clean_data_dir, finish_interrupted_clean
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.lock import LEASE, DataDirBusy, Lease, command_line, hold, release
+from fleetgen_spark.storage.logs import configure_logging, read_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,8 @@ def test_files_on_s3_read_write_create_list_delete(s3_server: S3Server) -> None:
 
 def _hold_in_a_child(data_dir: DataDir, command: str) -> subprocess.CompletedProcess[str]:
     code = (
-        "import sys, json; from fleetgen_spark.datadir import DataDir; from fleetgen_spark.lock import hold;"
+        "import sys, json; from fleetgen_spark.storage.datadir import DataDir;"
+        " from fleetgen_spark.storage.lock import hold;"
         "d = DataDir(sys.argv[1], json.loads(sys.argv[2])); hold(d, sys.argv[3]); print('held')"
     )
 
@@ -135,7 +136,8 @@ def test_a_killed_holders_lease_is_taken_over_after_it_expires(remote_dir: DataD
     data_dir = remote_dir
     env = {**os.environ, "FLEETGEN_LEASE_SECONDS": "3"}
     code = (
-        "import sys, json, time; from fleetgen_spark.datadir import DataDir; from fleetgen_spark.lock import hold;"
+        "import sys, json, time; from fleetgen_spark.storage.datadir import DataDir;"
+        " from fleetgen_spark.storage.lock import hold;"
         "hold(DataDir(sys.argv[1], json.loads(sys.argv[2])), 'fleetgen run'); print('held', flush=True);"
         "time.sleep(600)"
     )

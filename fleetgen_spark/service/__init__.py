@@ -1,0 +1,1 @@
+"""The long-running service: REST in front of the pause/resume state machine over the two queries."""

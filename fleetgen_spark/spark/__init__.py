@@ -1,0 +1,1 @@
+"""What needs a SparkSession: the Python DataSources, the Delta writers and tables, the queries, the session."""
