@@ -10,6 +10,11 @@ Each round runs, one after the other and each in a fresh directory:
   Delta with AvailableNow (``process_rivals.py``): what any Python source costs;
 - ``start-up``: ``fleetgen backfill --config small`` of one interval: what is fixed per process.
 
+Then the keep-up figure, once per speedup (900x and 1800x): ``fleetgen run --config base --speedup N``
+on a fresh directory; once its queries run, ``--keep-up-s`` seconds (180) later, the intervals written
+over the intervals its clock made due (``GET /health``: ``batches_generated_count``, and ``lag_s``, the
+simulated time the data is behind its clock).
+
 A warm-up round first (jar caches, page cache), then ``--rounds`` counted rounds; the ratios are taken
 round by round (the machine's speed drifts, a round's runs share it) and their median reported.
 Wall time from start to exit. (The CPU seconds in process.json count only what was reaped: the JVM,
@@ -22,9 +27,12 @@ and regenerates RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import resource
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +41,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 from harness import BENCH_DIR, DEFAULT_OUT, machine_info, median, write_json
 from report import render_results
 
@@ -80,11 +89,61 @@ def _startup_s(line: str) -> float | None:
     return float(found[1]) if found else None
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _health(port: int) -> dict[str, Any] | None:
+    try:
+        return dict(httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json())
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _keep_up(out: Path, speedup: int, seconds: float) -> dict[str, Any]:
+    """``fleetgen run --config base --speedup N`` for ``seconds`` once its queries run: intervals written ÷ due."""
+    port = _free_port()
+    command = [
+        str(FLEETGEN), "run", "--config", "base", "--speedup", str(speedup), "--data-dir", str(out),
+        "--port", str(port), "--master", "local[2]", "--spark-ui", "off",
+    ]  # fmt: skip
+    service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=BENCH_DIR.parent)
+    try:
+        deadline = time.monotonic() + 300
+        health = None
+        while health is None or health.get("status") != "running" or health.get("lag_s") is None:
+            if service.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"fleetgen run did not start: {(service.stderr.read() if service.stderr else b'')!r}")
+            time.sleep(0.5)
+            health = _health(port)
+        first = health["batches_generated_count"]
+        time.sleep(seconds)
+        health = _health(port) or {}
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(120)
+    interval_s = 900  # the base preset's 15 minutes
+    written = int(health.get("batches_generated_count", 0))
+    due = written + math.floor(float(health.get("lag_s") or 0.0) / interval_s)
+    return {
+        "speedup": speedup,
+        "seconds": seconds,
+        "written": written,
+        "written_while_watched": written - first,
+        "due": due,
+        "lag_s": health.get("lag_s"),
+        "ratio": round(written / due, 3) if due else None,
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--intervals", type=int, default=41, help="intervals of the scaling backfill (41)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 intervals, one round, no warm-up")
+    parser.add_argument("--keep-up-s", type=float, default=180.0, help="seconds each keep-up run is watched (180)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     intervals, rounds, warmup = (3, 1, 0) if args.quick else (args.intervals, args.rounds, 1)
@@ -114,6 +173,13 @@ def main(argv: list[str]) -> int:
                 for name, result in results.items():
                     runs[name].append(result)
 
+        keep_up = {
+            str(speedup): _keep_up(Path(tmp) / f"keep-up-{speedup}", speedup, 20.0 if args.quick else args.keep_up_s)
+            for speedup in (900, 1800)
+        }
+        for k in keep_up.values():
+            print(f"keep-up at {k['speedup']}x: {k['written']} of {k['due']} due intervals written ({k['ratio']})")
+
     def per_round(rival: str) -> float:  # rows/s of fleetgen over the rival's = the rival's time over fleetgen's
         return median([r["wall_s"] / f["wall_s"] for f, r in zip(runs["fleetgen"], runs[rival], strict=True)])
 
@@ -135,6 +201,7 @@ def main(argv: list[str]) -> int:
         "rounds": rounds,
         "summary": summary,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "keep_up": keep_up,
         "runs": runs,
     }
     write_json(args.out / "process.json", data)

@@ -78,6 +78,7 @@ def targets(
     live = (latency or {}).get("live", {})
     memory = (latency or {}).get("memory", {})
     whole = (process or {}).get("ratios", {})
+    keep_up = (process or {}).get("keep_up", {})
     return [
         Target(
             "Delta, whole process: fleetgen backfill ÷ dbldatagen append",
@@ -115,6 +116,8 @@ def targets(
             " s",
             below=True,
         ),
+        Target("live keep-up, base at 900x: intervals written ÷ due", 0.95, keep_up.get("900", {}).get("ratio"), "x"),
+        Target("live keep-up, base at 1800x: intervals written ÷ due", 0.95, keep_up.get("1800", {}).get("ratio"), "x"),
         Target("scaling: local[2] ÷ local[1], whole query", 1.7, speedup, "x"),
         Target("scaling: local[2] ÷ local[1], inside the micro-batch", 1.7, speedup_batch, "x"),
         Target(
@@ -313,6 +316,20 @@ def _process(data: dict[str, Any] | None) -> list[str]:
         start = f"{m['startup_s']:.1f} s" if name in ("fleetgen", "start-up") and m.get("startup_s") else "-"
         lines.append(f"| {label} | {m['wall_s']:.1f} | {rate} | {start} |")
     r = data["ratios"]
+    keep = data.get("keep_up", {})
+    if keep:
+        lines += [
+            "",
+            "Keeping up live: `fleetgen run --config base --speedup N` on a fresh directory, watched for "
+            f"{next(iter(keep.values()))['seconds']:.0f} s once its queries run (`GET /health`):",
+            "",
+            "| speedup | intervals written | due by its clock | written ÷ due | behind its clock |",
+            "|---:|---:|---:|---:|---:|",
+            *(
+                f"| {k['speedup']}x | {k['written']} | {k['due']} | {k['ratio']} | {k['lag_s']} s simulated |"
+                for k in keep.values()
+            ),
+        ]
     lines += [
         "",
         f"fleetgen ÷ dbldatagen {r['fleetgen_vs_dbldatagen']:.3f}x, fleetgen ÷ ceiling {r['fleetgen_vs_ceiling']:.3f}x"

@@ -33,6 +33,7 @@ from pyspark.sql import SparkSession
 from fleetgen_spark.cli import main
 from fleetgen_spark.core.config import load_config
 from fleetgen_spark.core.exceptions import OptionError
+from fleetgen_spark.service.control import CATCH_UP
 from fleetgen_spark.service.process import Service, check_bind
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.storage.clean import CleanError, clean_data_dir, finish_interrupted_clean
@@ -68,8 +69,9 @@ def running_service(
     paused: bool = False,
     token: str | None = None,
     state_every_s: float = 300.0,
+    speedup: str = "3600",
 ) -> Iterator[tuple[Service, httpx.Client]]:
-    """A service at speedup 3600 (4 intervals a second) on a free loopback port, and an HTTP client.
+    """A service at ``speedup`` (3600: 4 intervals a second) on a free loopback port, and an HTTP client.
 
     ``paused`` writes a saved pause first, so the service recovers it and starts no query.
     """
@@ -77,7 +79,7 @@ def running_service(
     if paused:
         layout.update_state(paused=True)
     configure_logging(layout, stderr=False)
-    service = Service(spark, layout, SMALL, "3600", "127.0.0.1", 0, token, state_every_s=state_every_s)
+    service = Service(spark, layout, SMALL, speedup, "127.0.0.1", 0, token, state_every_s=state_every_s)
     service.start()
     try:
         auth = {"Authorization": f"Bearer {service.token}"}
@@ -215,6 +217,20 @@ def paused(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
         spark, tmp_path_factory.mktemp("paused") / "data", paused=True, token=TOKEN, state_every_s=0.5
     ) as pair:
         yield pair
+
+
+def test_a_service_behind_its_clock_catches_up_many_intervals_a_micro_batch(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """At 100,000x (111 intervals a wall second) no service keeps up one interval a micro-batch: it
+    takes every due interval, up to CATCH_UP, in one, and still writes each interval once, in order."""
+    with running_service(spark, tmp_path, speedup="100000") as (_, client):
+        wait_for("100 intervals written", lambda: batches_generated(client) >= 100, every=0.5)
+    layout = DataDir(tmp_path)
+    sizes = [int(r["metadata"]["intervals"]) for r in log_messages(layout) if r["message"] == "micro-batch done"]
+    assert sizes and max(sizes) > 1, f"one interval per micro-batch while behind: {sizes}"
+    assert max(sizes) <= CATCH_UP, sizes
+    assert_no_holes(spark, layout)
 
 
 def test_a_saved_pause_survives_a_restart_and_is_logged_as_recover(paused: tuple[Service, httpx.Client]) -> None:

@@ -54,6 +54,12 @@ SHUTDOWN_GRACE_S = 15.0
 FIRST_COMPANIES_BATCH_S = 180.0
 _log = get_logger("service")  # the controller logs as part of the service
 
+# The most intervals (or onboarding ticks) one live micro-batch takes. On time, one closes per
+# trigger and a micro-batch holds one; behind (a busy machine, a high --speedup, a resume after a
+# pause) it takes every due one up to this: a micro-batch costs mostly its fixed part (two Delta
+# commits), so one interval per micro-batch could never catch up once behind. Rows never depend on it.
+CATCH_UP = 32
+
 
 class ServiceError(FleetGenError):
     """A request the service cannot honour in its current state (answered with ``status_code``)."""
@@ -126,7 +132,7 @@ class Controller:
             self.layout.mark()
             self._save_token()
             saved = self.layout.read_state()
-            self._pipeline = Pipeline(self.spark, self.layout, self.config, speedup=self.speedup)
+            self._pipeline = self._new_pipeline()
             self.paused = saved.paused is True
             if saved.to_json():
                 self._event("RECOVER", "start", recovered_paused=self.paused, saved_at=saved.updated_at)
@@ -170,7 +176,7 @@ class Controller:
             if not self.paused and all(q.isActive for q in self._queries.values()) and self._queries:
                 return False
             if self._pipeline is None:  # cleaned: a fresh dataset starts now
-                self._pipeline = Pipeline(self.spark, self.layout, self.config, speedup=self.speedup)
+                self._pipeline = self._new_pipeline()
             self._start_queries()
             self.paused = False
             self.save()
@@ -350,6 +356,9 @@ class Controller:
     def _check_open(self) -> None:
         if self.stopped:
             raise ServiceError("the service is shutting down", status_code=503)
+
+    def _new_pipeline(self) -> Pipeline:
+        return Pipeline(self.spark, self.layout, self.config, speedup=self.speedup, max_intervals_per_trigger=CATCH_UP)
 
     def _start_queries(self) -> None:
         pipeline = self._pipeline
