@@ -125,10 +125,9 @@ def test_the_same_crash_with_the_checkpoints_gone(
 
 
 def test_delta_log_cleanup_and_maintenance_then_a_replay(
-    spark: SparkSession, datasets: Datasets, tmp_path: Path, reference: DataDir
+    spark: SparkSession, tmp_path: Path, reference: DataDir
 ) -> None:
-    # Two hours already written (the session's copy); the maintenance and the commits after it are the test.
-    layout = _copy_of_backfill(spark, datasets, 2, 4, tmp_path / "data")
+    layout = _backfill(spark, tmp_path, 2, max_intervals_per_trigger=1).layout
     tables = ("driver_events", "batches")
     for table in tables:
         path = sql_path(layout, table)
@@ -143,7 +142,7 @@ def test_delta_log_cleanup_and_maintenance_then_a_replay(
             spark.sql(f"VACUUM {sql_path(layout, table)} RETAIN 0 HOURS")
     finally:
         spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
-    _backfill(spark, layout, 2.5, max_intervals_per_trigger=1)  # commits enough for a Delta checkpoint
+    _backfill(spark, tmp_path, 2.5, max_intervals_per_trigger=1)  # commits enough for a Delta checkpoint
     # Delta's log cleanup cuts off at a whole day (it truncates the cutoff time to the day) and keeps
     # everything after the newest checkpoint older than that: age the log by three days, and the
     # next checkpoint's cleanup removes every commit file before the aged checkpoint.
@@ -151,13 +150,13 @@ def test_delta_log_cleanup_and_maintenance_then_a_replay(
     for table in tables:
         for path in (Path(layout.table(table)) / "_delta_log").iterdir():
             os.utime(path, (aged, aged))
-    _backfill(spark, layout, 3, max_intervals_per_trigger=1)
+    _backfill(spark, tmp_path, 3, max_intervals_per_trigger=1)
     # driver_events is where a replay would append twice. (Its log is cleaned here; the batches log,
     # with the same settings, kept its files at its next checkpoint: not needed by the scenario.)
     first_commit = Path(layout.table("driver_events")) / "_delta_log" / f"{0:020d}.json"
     assert not first_commit.exists(), "the log cleanup did not run: the scenario tests nothing"
     shutil.rmtree(layout.root / "checkpoints")
-    _backfill(spark, layout, 3, max_intervals_per_trigger=2)
+    _backfill(spark, tmp_path, 3, max_intervals_per_trigger=2)
     _assert_equal_to(spark, layout, reference)
 
 
