@@ -5,6 +5,10 @@ refuses a second kind of session, and ``remote="local[N]"`` starts its server in
 each scenario runs here and prints one JSON line of what it saw.
 
     python tests/connect_scenario.py --remote sc://127.0.0.1:PORT --data-dir D [--artifact Z] [--pipeline]
+        [--readme] [--also-pipeline D2]
+
+``--also-pipeline`` runs the whole pipeline into D2 after the source scenario, in the same process: one
+Connect server start serves both (its failure is reported as ``pipeline_error``, not raised).
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def main() -> None:
     parser.add_argument("--artifact", help="a zip of the package for the server's Python workers")
     parser.add_argument("--pipeline", action="store_true", help="run the whole pipeline instead of the source")
     parser.add_argument("--readme", action="store_true", help="also run the README's notebook examples")
+    parser.add_argument("--also-pipeline", type=Path, help="then run the whole pipeline into this data directory")
     args = parser.parse_args()
 
     import fleetgen_spark
@@ -125,6 +130,11 @@ def main() -> None:
         fleetgen_spark.register(spark)
         seen["worker_after"] = worker_import(spark)
     seen.update(pipeline(spark, args.data_dir) if args.pipeline else read_and_stream(spark, args.data_dir))
+    if args.also_pipeline:
+        try:
+            seen["pipeline"] = pipeline(spark, args.also_pipeline)
+        except Exception as err:  # reported, so that the source scenario's test still sees its own results
+            seen["pipeline_error"] = f"{type(err).__name__}: {str(err)[:3000]}"
     if args.readme:
         seen.update(readme_examples(args.remote))
     spark.stop()

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from fleetgen_spark.core.config import load_config
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.lock import release
 
 # Changes every run (the wall clock at write time), so never part of a row comparison.
 VOLATILE_COLUMNS = ("generation_time", "discarded_at")
@@ -85,3 +86,22 @@ def living_backfill(spark: SparkSession, start: datetime, end: datetime) -> tupl
         ).run_available_now()  # fmt: skip
 
     return f"living-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-by-32", build
+
+
+def small_backfill(
+    spark: SparkSession, start: datetime, end: datetime, per_trigger: int
+) -> tuple[str, Callable[[Path], object]]:
+    """The name and the build of a backfill of the small preset as it ships, ``per_trigger`` intervals a
+    trigger: the uninterrupted run that test_crash and test_storage compare a killed or submitted one with.
+    The rows do not depend on how many intervals a trigger takes (test_exactly_once resumes by 1, 2 and 3
+    and compares with a run by 4), so a reference takes its whole range in one or a few micro-batches."""
+
+    def build(root: Path) -> None:
+        layout = DataDir(root)
+        Pipeline(
+            spark, layout, load_config("small"), speedup="max", start=start, end=end,
+            max_intervals_per_trigger=per_trigger,
+        ).run_available_now()  # fmt: skip
+        release(layout)  # read by the tests that share it, never written again
+
+    return f"small-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-by-{per_trigger}", build

@@ -92,10 +92,18 @@ def test_the_classic_session_reads_the_same_rows(spark: Any) -> None:
     assert spark.read.format("fleetgen").options(**options).load().count() == ROWS
 
 
+@pytest.fixture(scope="module")
+def local_connect_client(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One client process on a local[2] Connect server (a JVM start of about a minute on 2 cores) for the two
+    tests below: the source read and streamed into Delta, then the whole pipeline, then the README's examples."""
+    root = tmp_path_factory.mktemp("local-connect")
+    return _run_client("local[2]", root / "data", "--readme", "--also-pipeline", str(root / "pipeline"))
+
+
 @pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
-def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> None:
-    seen = _run_client("local[2]", tmp_path / "data", "--readme")
+def test_local_connect_server_reads_and_streams_into_delta(local_connect_client: dict[str, Any]) -> None:
+    seen = local_connect_client
     assert seen["session"] == "pyspark.sql.connect.session.SparkSession"
     assert (seen["read_rows"], seen.get("delta_rows")) == (ROWS, ROWS), seen.get("stream_error")
     # Delta's DeltaTable API needs Delta's Connect plugin on the server, which this setup lacks.
@@ -107,8 +115,10 @@ def test_local_connect_server_reads_and_streams_into_delta(tmp_path: Path) -> No
 
 @pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
-def test_the_whole_pipeline_runs_on_a_connect_session(tmp_path: Path) -> None:
-    seen = _run_client("local[2]", tmp_path / "data", "--pipeline")
+def test_the_whole_pipeline_runs_on_a_connect_session(local_connect_client: dict[str, Any]) -> None:
+    assert local_connect_client["session"] == "pyspark.sql.connect.session.SparkSession"
+    assert "pipeline_error" not in local_connect_client, local_connect_client["pipeline_error"]
+    seen = local_connect_client["pipeline"]
     assert seen["companies"] == 5
     assert seen["driver_events"] == seen["manifest"]["total_events"] > 0
     assert seen["manifest"]["batch_count"] == 8

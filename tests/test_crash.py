@@ -13,10 +13,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import Datasets, small_backfill
 from pyspark.sql import SparkSession
 
-from fleetgen_spark import load_config
-from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.manifests import read_json
 
@@ -75,7 +74,9 @@ def _rows(spark: SparkSession, layout: DataDir, table: str, drop: tuple[str, ...
 
 
 @pytest.mark.slow
-def test_backfill_killed_and_restarted_equals_uninterrupted_run(spark: SparkSession, tmp_path: Path) -> None:
+def test_backfill_killed_and_restarted_equals_uninterrupted_run(
+    spark: SparkSession, datasets: Datasets, tmp_path: Path
+) -> None:
     crashed = DataDir(tmp_path / "crashed")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     rng = random.Random(20251108)
@@ -94,11 +95,7 @@ def test_backfill_killed_and_restarted_equals_uninterrupted_run(spark: SparkSess
     final = subprocess.run(_command(crashed.root), cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
 
-    reference = DataDir(tmp_path / "reference")
-    Pipeline(
-        spark, reference, load_config("small"), speedup="max", start=START,
-        end=START + timedelta(hours=HOURS), max_intervals_per_trigger=4,
-    ).run_available_now()  # fmt: skip
+    reference = datasets.get(*small_backfill(spark, START, START + timedelta(hours=HOURS), per_trigger=HOURS * 4))
 
     events = _rows(spark, crashed, "driver_events")
     assert events == _rows(spark, reference, "driver_events")

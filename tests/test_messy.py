@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from helpers import table
+from helpers import Datasets, small_backfill, table
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -309,11 +309,12 @@ def test_batches_late_and_duplicate_columns_equal_driver_events(spark: SparkSess
 
 
 @pytest.mark.slow
-def test_drop_duplicates_gives_the_knob_off_run(spark: SparkSession, messy_dir: Pipeline, tmp_path: Path) -> None:
-    plain = _backfill(spark, tmp_path / "plain", 6, "small", per_trigger=6)
+def test_drop_duplicates_gives_the_knob_off_run(spark: SparkSession, datasets: Datasets, messy_dir: Pipeline) -> None:
+    # The small preset's six hours as it ships: the session's one (test_storage compares with it too).
+    plain = datasets.get(*small_backfill(spark, START, START + timedelta(hours=6), per_trigger=24))
     cutoff = F.lit(START + timedelta(hours=6) - timedelta(minutes=30))
     messy = table(spark, messy_dir.layout, "driver_events").dropDuplicates(["event_id"]).select(*EVENT_FIELDS)
-    clean = table(spark, plain.layout, "driver_events").select(*EVENT_FIELDS)
+    clean = table(spark, plain, "driver_events").select(*EVENT_FIELDS)
     assert messy.filter(F.col("timestamp") < cutoff).exceptAll(clean).count() == 0
     assert clean.filter(F.col("timestamp") < cutoff).exceptAll(messy).count() == 0
     assert messy.exceptAll(clean).count() == 0  # what a bounded run did not deliver is only missing

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 
-from fleetgen_spark import ConfigError, load_config
+from fleetgen_spark import ConfigError, cli, load_config
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.spark.scd import CompaniesWriter
 from fleetgen_spark.spark.sink import UUID_PATTERN
 from fleetgen_spark.spark.tables import ensure_tables
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.dataset import ensure_dataset, load_segments
+from fleetgen_spark.storage.lock import release
+from fleetgen_spark.storage.logs import configure_logging
 from fleetgen_spark.storage.manifests import read_json
 
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
@@ -146,12 +148,23 @@ def test_dataset_record_keeps_the_drawn_seed(tmp_path: Path) -> None:
 
 @pytest.mark.spark  # a JVM in a subprocess
 @pytest.mark.slow
-def test_onboard_now_command_is_idempotent(tmp_path: Path) -> None:
+def test_onboard_now_command_is_idempotent(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same command twice: the first run in this process (the session's JVM: the command's own code,
+    one JVM start less), the second in a process of its own, as a user runs it again."""
+    argv = ["onboard", "--now", "--config", "small", "--data-dir", str(tmp_path), "--master", "local[1]"]
+    try:
+        first = cli.main(argv)
+    finally:
+        configure_logging(None, stderr=False)  # what the process' exit does: the log files closed,
+        release(DataDir(tmp_path))  # and the data directory's lock let go
+    out, err = capsys.readouterr()
+    assert first == 0, err[-2000:]
+    assert "companies: 5 in" in out, out
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    cmd = [sys.executable, "-m", "fleetgen_spark.cli", "onboard", "--now", "--config", "small"]
-    cmd += ["--data-dir", str(tmp_path), "--master", "local[1]"]
-    outputs = [subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600) for _ in range(2)]
-    for out in outputs:
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert "companies: 5 in" in out.stdout
-    assert "Traceback" not in outputs[1].stderr
+    cmd = [sys.executable, "-m", "fleetgen_spark.cli", *argv]
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "companies: 5 in" in again.stdout
+    assert "Traceback" not in again.stderr

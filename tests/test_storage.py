@@ -20,14 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import HdfsServer, S3Server
-from helpers import Datasets
+from helpers import Datasets, small_backfill
 from pyspark.sql import SparkSession
 from test_exactly_once import START, _assert_equal_to, _backfill, _rows, reference_backfill
 
 from fleetgen_spark import load_config
 from fleetgen_spark.cli import main
 from fleetgen_spark.service.process import Service
-from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.storage.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.lock import LEASE, DataDirBusy, Lease, command_line, hold, release
@@ -268,7 +267,7 @@ def test_files_on_hdfs_and_its_lease(hdfs_server: HdfsServer) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["s3a", pytest.param("hdfs", marks=pytest.mark.spark)])
 def test_a_cli_backfill_killed_then_finished_equals_a_local_run(
-    spark: SparkSession, scheme: str, request: pytest.FixtureRequest, tmp_path: Path
+    spark: SparkSession, datasets: Datasets, scheme: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """`fleetgen backfill --conf ...` on s3a:// and hdfs://, SIGKILLed after its first commit; the next run
     takes the dead writer's lease over once it expires and finishes: no interval lost, none twice."""
@@ -312,11 +311,7 @@ def test_a_cli_backfill_killed_then_finished_equals_a_local_run(
     assert final.stderr.count("took over the data directory") == 1 and "backfill done: 24 intervals" in final.stdout
     assert secret is None or secret not in final.stderr + final.stdout  # --conf values stay out of the lease
 
-    reference = DataDir(tmp_path / "reference")
-    Pipeline(
-        spark, reference, load_config("small"), speedup="max", start=start, end=end, max_intervals_per_trigger=4
-    ).run_available_now()
-    release(reference)
+    reference = datasets.get(*small_backfill(spark, start, end, per_trigger=24))  # one for both schemes
     for table in ("driver_events", "batches", "companies", "discarded_events"):
         assert _rows(spark, data_dir, table) == _rows(spark, reference, table), table
     events = spark.read.format("delta").load(data_dir.table("driver_events"))
@@ -369,7 +364,7 @@ def test_the_service_on_s3a_pauses_serves_its_logs_and_cleans(spark: SparkSessio
 
 @pytest.mark.slow
 def test_a_spark_submit_job_on_hdfs_takes_its_storage_settings_from_spark_submit(
-    spark: SparkSession, hdfs_server: HdfsServer, tmp_path: Path
+    spark: SparkSession, datasets: Datasets, hdfs_server: HdfsServer
 ) -> None:
     """`spark-submit --properties-file spark-defaults.conf --conf ... jobs/backfill.py --data-dir hdfs://...`
     as the README shows it: the WebHDFS address given to spark-submit alone reaches fleetgen's own files."""
@@ -388,8 +383,6 @@ def test_a_spark_submit_job_on_hdfs_takes_its_storage_settings_from_spark_submit
     assert "backfill done: 8 intervals" in done.stdout
     assert data_dir.read_manifest().batch_count == 8 and data_dir.storage.read_bytes(LEASE) is None
 
-    reference = DataDir(tmp_path / "reference")
-    Pipeline(spark, reference, load_config("small"), speedup="max", start=start, end=end).run_available_now()
-    release(reference)
+    reference = datasets.get(*small_backfill(spark, start, end, per_trigger=8))
     for table in ("driver_events", "batches", "companies"):
         assert _rows(spark, data_dir, table) == _rows(spark, reference, table), table
