@@ -109,13 +109,18 @@ def _keep_up(out: Path, speedup: int, seconds: float) -> dict[str, Any]:
         str(FLEETGEN), "run", "--config", "base", "--speedup", str(speedup), "--data-dir", str(out),
         "--port", str(port), "--master", "local[2]", "--spark-ui", "off",
     ]  # fmt: skip
-    service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=BENCH_DIR.parent)
+    # The service logs a line per micro-batch on stderr: into a file, never an unread pipe (once a
+    # pipe's 64 KiB are full, the next log line blocks the micro-batch that writes it).
+    errors = out.with_name(out.name + ".stderr")
+    errors.parent.mkdir(parents=True, exist_ok=True)
+    with errors.open("wb") as stderr:
+        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=BENCH_DIR.parent)
     try:
         deadline = time.monotonic() + 300
         health = None
         while health is None or health.get("status") != "running" or health.get("lag_s") is None:
             if service.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"fleetgen run did not start: {(service.stderr.read() if service.stderr else b'')!r}")
+                raise SystemExit(f"fleetgen run did not start: {errors.read_text()[-2000:]}")
             time.sleep(0.5)
             health = _health(port)
         first = health["batches_generated_count"]
