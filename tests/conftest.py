@@ -144,7 +144,7 @@ class HdfsServer:
 @pytest.fixture(scope="session")
 def hdfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsServer]:
     """An HDFS mini cluster on loopback ports for the test session, then stopped."""
-    from fleetgen_spark import session as spark_session_module
+    from fleetgen_spark.spark import jars as spark_session_module
 
     folder = spark_session_module._jar_cache() / "hdfs-minicluster-3.5.0"
     module = spark_session_module._ivy_module(HDFS_PACKAGES)
