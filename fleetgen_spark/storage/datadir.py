@@ -307,20 +307,25 @@ class DataDir:
             raise FileNotFoundError(f"{self.checkpoint(query)}/offsets/{epoch}")
         return text.splitlines()
 
+    def _commit_files(self, table: str) -> list[str]:
+        """The names of a Delta table's commit files (``<version>.json``), oldest first."""
+        names = self.names(f"delta/{table}/_delta_log")
+        return sorted(n for n in names if n.endswith(".json") and n[:20].isdigit())
+
     def has_commits(self, table: str) -> bool:
         """Whether a table holds a Delta table with at least one commit."""
-        return any(n.endswith(".json") and n[:20].isdigit() for n in self.names(f"delta/{table}/_delta_log"))
+        return bool(self._commit_files(table))
 
     def is_empty_table(self, table: str) -> bool:
         """Whether a Delta table holds its creation commit only, and that commit added no file.
 
-        Read from the log's files (two small reads, no Spark job). The one writer of a data
-        directory may then append where it would MERGE: nothing is there to match.
+        Read from the log's files (two small reads, no Spark job): the companies writer then
+        knows a new table's count and newest version without reading it.
         """
-        log = f"delta/{table}/_delta_log"
-        commits = sorted(n for n in self.names(log) if n.endswith(".json") and n[:20].isdigit())
+        commits = self._commit_files(table)
         if commits != [f"{0:020d}.json"]:
             return False
+        log = f"delta/{table}/_delta_log"
         text = self.read_text(f"{log}/{commits[0]}") or ""
         return not any("add" in json.loads(line) for line in text.splitlines() if line.strip())
 
