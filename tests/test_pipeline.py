@@ -100,6 +100,12 @@ def test_logs_are_json_with_one_run_id(backfilled: Pipeline) -> None:
     assert {"interval", "event_count", "eligible_companies_count", "total_companies_count", "seed"} <= set(
         written[0]["metadata"]
     )
+    # Each micro-batch says where its time went: the driver_events append and the batches append.
+    done = [line["metadata"] for line in lines if line["message"] == "micro-batch done"]
+    assert done
+    for timing in done:
+        assert timing["ledger_ms"] > 0 and timing["append_ms"] + timing["ledger_ms"] <= timing["duration_ms"]
+    assert any(timing["append_ms"] > 0 for timing in done)
     assert read_logs(backfilled.layout, min_level="ERROR") == []
     assert len(read_logs(backfilled.layout, limit=3)) == 3
 

@@ -70,6 +70,10 @@ def discard_rows(df: DataFrame, source: str) -> DataFrame:
     )
 
 
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 def log_discards(rows: list[Any], source: str) -> None:
     for row in rows:
         log_event(_log, "record discarded", source=source, reason=row["reason"], record=row["record"])
@@ -145,9 +149,11 @@ class EventsWriter:
         checked = self._validate(df, starts, plan)
         counts: dict[int, int] = {s: ledger.orphans.get(s, 0) for s in starts}
         invalid = 0
+        appending = time.monotonic()
         if any(plan.onboarded_before(s) for s in fresh):
             appended, invalid = self._append_events(checked, fresh, tag)
             counts.update(appended)
+        append_s = time.monotonic() - appending
         discarded = 0
         if invalid:
             bad = checked.filter(F.col("_reason").isNotNull()).drop("_created_at")
@@ -159,9 +165,15 @@ class EventsWriter:
                 log_discards(rows, "events")
             discarded = len(rows)
         batch_rows = self._batch_rows(plan, starts, counts)
+        recording = time.monotonic()
         append_table(spark.createDataFrame(batch_rows, BATCHES_SCHEMA), self.layout, "batches", tag, merge_schema=True)
         ledger.record(batch_rows, self.interval_s)
-        self._record(epoch, ledger, batch_rows, int((time.monotonic() - began) * 1000), discarded)
+        timings = {
+            "duration_ms": _ms(time.monotonic() - began),
+            "append_ms": _ms(append_s),
+            "ledger_ms": _ms(time.monotonic() - recording),
+        }
+        self._record(epoch, ledger, batch_rows, timings, discarded)
 
     def _wait_for_companies(self, plan: OnboardingPlan, last_start: int) -> None:
         """Hold the micro-batch (at most ``wait_for_companies_s``) until delta/companies has every company
@@ -336,9 +348,13 @@ class EventsWriter:
         return rows
 
     def _record(
-        self, epoch: int, ledger: Ledger, rows: list[tuple[Any, ...]], duration_ms: int, discarded: int
+        self, epoch: int, ledger: Ledger, rows: list[tuple[Any, ...]], timings: dict[str, int], discarded: int
     ) -> None:
-        """The manifest and the state file follow the ledger (written after the tables, never before)."""
+        """The manifest and the state file follow the ledger (written after the tables, never before).
+
+        ``timings``: the whole micro-batch (``duration_ms``), its driver_events append with the
+        validation it runs (``append_ms``) and its batches append (``ledger_ms``), for the log.
+        """
         ledger.write_manifest(self.layout)
         self.layout.update_state(
             last_driver_batch=ledger.last_batch_id,
@@ -352,5 +368,5 @@ class EventsWriter:
             intervals=len(rows),
             events=sum(int(r[3]) for r in rows),
             discarded=discarded,
-            duration_ms=duration_ms,
+            **timings,
         )
