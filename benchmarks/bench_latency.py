@@ -4,7 +4,11 @@
   through the real Pipeline into Delta,
   speedup=max with maxIntervalsPerTrigger=1, so every micro-batch is one interval, as when
   live. The trigger durations (durationMs.triggerExecution) of the events query, the first
-  one skipped, give the median and p95.
+  one skipped, give the median and p95; the writer's own log records split each micro-batch into
+  its driver_events append and its batches append.
+- One Delta commit alone: 21 one-row appends to a fresh table in the same session, the median of
+  the plain ones and of the two that write Delta's checkpoint (versions 10 and 20): the floor of a
+  micro-batch that commits twice.
 - Memory: one interval of 10,000,000 events (100,000 companies x 20 drivers x 5 events) into
   the noop sink, in its own process with ``spark.driver.memory=2g``; the peak RSS of the
   Python workers must stay under 512 MB and the query must complete.
@@ -44,7 +48,9 @@ from report import render_results
 import fleetgen_spark
 from fleetgen_spark.core.config import load_config
 from fleetgen_spark.spark.pipeline import Pipeline
+from fleetgen_spark.spark.tables import BATCHES_SCHEMA
 from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import read_logs
 
 START = datetime(2025, 11, 8, 0, 0, tzinfo=timezone.utc)
 PRESETS = ("base", "scaling")
@@ -86,6 +92,10 @@ def live_latency(
         began = time.perf_counter()
         pipeline.run_available_now(on_progress=keep)
         wall = time.perf_counter() - began
+        # The events writer's own split of each micro-batch (oldest first, the first one skipped).
+        done = [
+            r["metadata"] for r in read_logs(pipeline.layout, limit=100_000)[::-1] if r["message"] == "micro-batch done"
+        ][1:]
     progress = [p for name, q in queries.items() if name.startswith("fleetgen_events") for p in q.recentProgress]
     measured = progress[1:]
     durations = [float(p.durationMs.get("triggerExecution", 0)) / 1000 for p in measured]
@@ -99,6 +109,38 @@ def live_latency(
         "max_s": round(max(durations, default=0.0), 3),
         "trigger_s": [round(d, 3) for d in durations],
         "pipeline_wall_s": round(wall, 1),
+        # Medians over the same micro-batches: the writer's whole foreachBatch, its driver_events
+        # append (with the generation and validation it pulls) and its batches append.
+        "write_median_s": _median_ms(done, "duration_ms"),
+        "append_median_s": _median_ms(done, "append_ms"),
+        "ledger_median_s": _median_ms(done, "ledger_ms"),
+    }
+
+
+def _median_ms(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) / 1000 for r in records if key in r]
+    return round(median(values), 3) if values else None
+
+
+def append_floor(spark: SparkSession, appends: int = 21) -> dict[str, Any]:
+    """What one Delta commit costs alone: one-row appends of a batches row to a fresh table, tagged like
+    the writer's. Delta writes a checkpoint after every tenth commit (versions 10 and 20 here)."""
+    row = (
+        "20251108T000000Z", START, START + timedelta(minutes=15), 1, 1, START, 1, 1, 0, 0, 0,
+    )  # fmt: skip
+    seconds = []
+    with tempfile.TemporaryDirectory(prefix="fleetgen-append-") as table:
+        for version in range(appends):
+            df = spark.createDataFrame([row], BATCHES_SCHEMA)
+            began = time.perf_counter()
+            df.write.format("delta").mode("append").option("userMetadata", f"probe/{version}").save(table)
+            seconds.append(time.perf_counter() - began)
+    plain = [t for v, t in enumerate(seconds) if v >= 3 and v % 10]
+    checkpoint = [t for v, t in enumerate(seconds) if v and not v % 10]
+    return {
+        "appends": appends,
+        "append_s": round(median(plain), 3),
+        "checkpoint_append_s": round(median(checkpoint), 3) if checkpoint else None,
     }
 
 
@@ -201,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = fleetgen_spark.spark_session("local[2]", spark_ui_enabled="false")
     spark.sparkContext.setLogLevel("ERROR")
     live: dict[str, Any] = {}
+    floor: dict[str, Any] = {}
     try:
         print("live latency: warm-up", flush=True)
         live_latency(spark, "base", 2, overrides["base"])
@@ -218,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"median {m['median_s']:.2f} s  p95 {m['p95_s']:.2f} s  ({m['intervals']} intervals)",
                     flush=True,
                 )
+        floor = append_floor(spark)
+        print(
+            f"  one Delta commit alone: {floor['append_s']:.2f} s, "
+            f"{floor['checkpoint_append_s']:.2f} s with a checkpoint",
+            flush=True,
+        )
     finally:
         spark.stop()
     memory = {"skipped": True} if args.no_memory else memory_check(args.quick, timeout=900)
@@ -232,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "machine": machine,
         "live": live,
+        "append_floor": floor,
         "memory": {} if memory.get("skipped") else memory,
         "wall_s": round(time.perf_counter() - began, 1),
     }

@@ -17,7 +17,9 @@ simulated time the data is behind its clock).
 
 A warm-up round first (jar caches, page cache), then ``--rounds`` counted rounds; the ratios are taken
 round by round (the machine's speed drifts, a round's runs share it) and their median reported.
-Wall time from start to exit. (The CPU seconds in process.json count only what was reaped: the JVM,
+Wall time from start to exit, and where it went: the backfill's phases from its own JSON logs (launch
+to its queries' start, each query, the events writer's appends, exit), the yardsticks' from their
+last line (session start, write). (The CPU seconds in process.json count only what was reaped: the JVM,
 a grandchild, is not; they are not shown.) Writes results/process.json
 and regenerates RESULTS.md.
 
@@ -45,6 +47,9 @@ import httpx
 from harness import BENCH_DIR, DEFAULT_OUT, machine_info, median, write_json
 from report import render_results
 
+from fleetgen_spark.storage.datadir import DataDir
+from fleetgen_spark.storage.logs import read_logs
+
 START = datetime(2025, 11, 8, tzinfo=timezone.utc)
 FLEETGEN = Path(sys.executable).with_name("fleetgen")
 RIVALS = BENCH_DIR / "process_rivals.py"
@@ -58,6 +63,7 @@ def _iso(t: datetime) -> str:
 def _run(command: list[str]) -> dict[str, Any]:
     """Run a whole process; its wall and CPU seconds, exit code and last output line."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    launched = time.time()
     began = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=BENCH_DIR.parent)
     wall = time.monotonic() - began
@@ -66,7 +72,44 @@ def _run(command: list[str]) -> dict[str, Any]:
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0:
         raise SystemExit(f"{command[:3]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "last_line": lines[-1] if lines else ""}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "last_line": lines[-1] if lines else "",
+        "launched": launched,
+        "exited": launched + wall,
+    }
+
+
+def _instant(record: dict[str, Any]) -> float:
+    return datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def _fleetgen_phases(data_dir: Path, run: dict[str, Any]) -> dict[str, float]:
+    """Where a backfill's wall time went, from its own JSON logs: seconds from launch to its queries'
+    start, each query from start to end, the events micro-batches' appends, and the exit after them."""
+    records = read_logs(DataDir(data_dir), limit=100_000)[::-1]
+    started = {
+        r["metadata"]["id"]: (r["metadata"]["name"], _instant(r)) for r in records if r["message"] == "query started"
+    }
+    ended = {r["metadata"]["id"]: _instant(r) for r in records if r["message"] == "query terminated"}
+    spans = {name.split("_")[1]: ended[i] - t for i, (name, t) in started.items() if i in ended}
+    done = [r["metadata"] for r in records if r["message"] == "micro-batch done"]
+    if not started or not ended or not done:
+        return {}
+    return {
+        "start_up": round(min(t for _, t in started.values()) - run["launched"], 1),
+        "companies_query": round(spans.get("companies", 0.0), 1),
+        "events_query": round(spans.get("events", 0.0), 1),
+        "events_append": round(sum(d.get("append_ms", 0) for d in done) / 1000, 1),
+        "ledger_append": round(sum(d.get("ledger_ms", 0) for d in done) / 1000, 1),
+        "exit": round(run["exited"] - max(ended.values()), 1),
+    }
+
+
+def _rival_phases(run: dict[str, Any]) -> dict[str, float]:
+    found = re.search(r"\(session ([\d.]+) s, write ([\d.]+) s\)", run["last_line"])
+    return {"start_up": float(found[1]), "write": float(found[2])} if found else {}
 
 
 def _backfill(out: Path, config: str, intervals: int) -> list[str]:
@@ -163,6 +206,7 @@ def main(argv: list[str]) -> int:
             fleet = _run(_backfill(work / "fleetgen", "scaling", intervals))
             rows = _events(fleet["last_line"])
             fleet["startup_s"] = _startup_s(fleet["last_line"])
+            fleet["phases"] = _fleetgen_phases(work / "fleetgen", fleet)
             rival = [sys.executable, str(RIVALS)]
             results = {
                 "fleetgen": fleet,
@@ -170,6 +214,8 @@ def main(argv: list[str]) -> int:
                 "ceiling": _run([*rival, "ceiling", "--rows", str(rows), "--out", str(work / "ceil")]),
                 "start-up": _run(_backfill(work / "one", "small", 2)),
             }
+            for name in ("dbldatagen", "ceiling"):
+                results[name]["phases"] = _rival_phases(results[name])
             results["start-up"]["startup_s"] = _startup_s(results["start-up"]["last_line"])
             shutil.rmtree(work, ignore_errors=True)
             state = "counted" if counted else "warm-up"
@@ -195,6 +241,11 @@ def main(argv: list[str]) -> int:
             "cpu_s": median([r["cpu_s"] for r in results]),
             "rows_per_s": round(rows / median([r["wall_s"] for r in results])) if name != "start-up" else None,
             "startup_s": median([r["startup_s"] for r in results if r.get("startup_s") is not None] or [0.0]),
+            # Each phase's median over the rounds (so the phases need not add up to the median wall time).
+            "phases": {
+                phase: median([r["phases"][phase] for r in results if phase in r.get("phases", {})])
+                for phase in ((results[0].get("phases") or {}) if results else {})
+            },
         }
         for name, results in runs.items()
     }

@@ -55,6 +55,11 @@ def test_bench_latency_quick(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results" / "latency.json").read_text())
     assert {"machine", "live", "memory", "wall_s"} <= set(data)
     for preset in ("base", "scaling"):
-        assert {"median_s", "p95_s", "intervals", "events_per_interval", "trigger_s"} <= set(data["live"][preset])
+        live = data["live"][preset]
+        assert {"median_s", "p95_s", "intervals", "events_per_interval", "trigger_s"} <= set(live)
+        # The events writer's own split of a micro-batch, from its log: both appends inside the whole.
+        assert 0 < live["ledger_median_s"] <= live["write_median_s"]
+        assert 0 <= live["append_median_s"] <= live["write_median_s"]
+    assert data["append_floor"]["append_s"] > 0 and data["append_floor"]["checkpoint_append_s"] > 0
     assert {"completed", "passed", "python_worker_rss_peak_mb", "jvm_heap_peak_mb"} <= set(data["memory"])
     assert "## Live latency" in (tmp_path / "RESULTS.md").read_text()
