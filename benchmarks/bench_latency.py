@@ -50,7 +50,7 @@ from fleetgen_spark.core.config import load_config
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.spark.tables import BATCHES_SCHEMA
 from fleetgen_spark.storage.datadir import DataDir
-from fleetgen_spark.storage.logs import read_logs
+from fleetgen_spark.storage.logs import configure_logging, read_logs
 
 START = datetime(2025, 11, 8, 0, 0, tzinfo=timezone.utc)
 PRESETS = ("base", "scaling")
@@ -86,6 +86,7 @@ def live_latency(
         queries[str(query.name)] = query
 
     with tempfile.TemporaryDirectory(prefix=f"fleetgen-latency-{preset}-") as tmp:
+        configure_logging(DataDir(Path(tmp)), stderr=False)  # the writer's records, read back below
         pipeline = Pipeline(
             spark, DataDir(Path(tmp)), config, speedup="max", start=START, end=end, max_intervals_per_trigger=1
         )
@@ -96,6 +97,7 @@ def live_latency(
         done = [
             r["metadata"] for r in read_logs(pipeline.layout, limit=100_000)[::-1] if r["message"] == "micro-batch done"
         ][1:]
+        configure_logging(None, stderr=False)  # nothing more into a directory about to go
     progress = [p for name, q in queries.items() if name.startswith("fleetgen_events") for p in q.recentProgress]
     measured = progress[1:]
     durations = [float(p.durationMs.get("triggerExecution", 0)) / 1000 for p in measured]

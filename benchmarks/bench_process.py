@@ -86,24 +86,28 @@ def _instant(record: dict[str, Any]) -> float:
 
 
 def _fleetgen_phases(data_dir: Path, run: dict[str, Any]) -> dict[str, float]:
-    """Where a backfill's wall time went, from its own JSON logs: seconds from launch to its queries'
-    start, each query from start to end, the events micro-batches' appends, and the exit after them."""
+    """Where a backfill's wall time went, from its own JSON logs: seconds from launch to its first query's
+    start, each query from its start to its last record (a query's end is logged by Spark's listener
+    bus, which a process that exits at once may not wait for), the events micro-batches' appends, and
+    the exit after the last record."""
     records = read_logs(DataDir(data_dir), limit=100_000)[::-1]
-    started = {
-        r["metadata"]["id"]: (r["metadata"]["name"], _instant(r)) for r in records if r["message"] == "query started"
-    }
-    ended = {r["metadata"]["id"]: _instant(r) for r in records if r["message"] == "query terminated"}
-    spans = {name.split("_")[1]: ended[i] - t for i, (name, t) in started.items() if i in ended}
+    started = {r["metadata"]["name"]: _instant(r) for r in records if r["message"] == "query started"}
+    last = {r["metadata"]["name"]: _instant(r) for r in records if r["message"] == "query progress"}
     done = [r["metadata"] for r in records if r["message"] == "micro-batch done"]
-    if not started or not ended or not done:
+    if not started or not last or not done:
         return {}
+
+    def span(kind: str) -> float:
+        return max((last.get(name, t) - t for name, t in started.items() if name.split("_")[1] == kind), default=0.0)
+
     return {
-        "start_up": round(min(t for _, t in started.values()) - run["launched"], 1),
-        "companies_query": round(spans.get("companies", 0.0), 1),
-        "events_query": round(spans.get("events", 0.0), 1),
+        "start_up": round(min(started.values()) - run["launched"], 1),
+        "writing": round(max(_instant(r) for r in records) - min(started.values()), 1),
+        "companies_query": round(span("companies"), 1),
+        "events_query": round(span("events"), 1),
         "events_append": round(sum(d.get("append_ms", 0) for d in done) / 1000, 1),
         "ledger_append": round(sum(d.get("ledger_ms", 0) for d in done) / 1000, 1),
-        "exit": round(run["exited"] - max(ended.values()), 1),
+        "exit": round(run["exited"] - max(_instant(r) for r in records), 1),
     }
 
 
