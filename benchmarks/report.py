@@ -169,8 +169,9 @@ def _throughput(data: dict[str, Any] | None) -> list[str]:
         f"{wl['drivers_per_company']} drivers x {wl['event_rate_per_driver']:g} events x {wl['intervals']} intervals), "
         f"local[2], {wl['partitions']} partitions, median of {wl['runs']} run(s) after a warm-up.",
         "fleetgen is a stream (Trigger.AvailableNow, speedup=max, all intervals in one micro-batch); into Delta",
-        "it runs through the real Pipeline (companies MERGE, then events validated, appended partitioned by",
-        "event_date, batches table, manifest). The others are batch DataFrames; into Delta a plain append.",
+        "it runs through the real Pipeline (the companies query MERGEs beside the events query, whose events are",
+        "validated, appended partitioned by event_date, recorded in the batches table and the manifest). The",
+        "others are batch DataFrames; into Delta a plain append.",
         "",
         "| generator | sink | rows/s | fleetgen ÷ this | CPU µs/row | driver JVM peak RSS | Python peak RSS |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -197,8 +198,8 @@ def _throughput(data: dict[str, Any] | None) -> list[str]:
             "",
             f"fleetgen into Delta: the whole `run_available_now()` took {fleet_delta['pipeline_s']:.1f} s (median), "
             f"of which the events query {fleet_delta['events_query_s']:.1f} s "
-            f"({fleet_delta['rows'] / fleet_delta['events_query_s']:,.0f} rows/s); the rest is the companies MERGE "
-            "and query start-up.",
+            f"({fleet_delta['rows'] / fleet_delta['events_query_s']:,.0f} rows/s); the rest is the companies query "
+            "(its start, and its MERGE where it outlasts the events query) and the queries' start.",
         ]
     lines += [
         "",
@@ -252,7 +253,8 @@ def _latency(data: dict[str, Any] | None) -> list[str]:
         "## Live latency",
         "",
         "Per-interval trigger duration (durationMs.triggerExecution) through the Pipeline into Delta,",
-        "speedup=max with maxIntervalsPerTrigger=1, one micro-batch per interval, the first one skipped.",
+        "speedup=max with maxIntervalsPerTrigger=1, one micro-batch per interval, the first one skipped; the",
+        "companies query first, to its end, then the events query alone (live, a tick comes every few intervals).",
         "",
         "| preset | events per interval | intervals | median | p95 | max | writer (median) | "
         "driver_events append | batches append |",
@@ -409,7 +411,31 @@ def _misses(
             f"{fp['writing']:.1f} s against {cp['write']:.1f} s: the events query {fp['events_query']:.1f} s and the "
             f"companies query {fp['companies_query']:.1f} s side by side on the two cores; after writing "
             f"{fp['exit']:.1f} s. "
-            "See *Whole processes* below for what each would take."
+            "*Where a short backfill's time goes* (below) says what each would take."
+        )
+    noop = (throughput or {}).get("results", {}).get("noop", {})
+    fleet, ceiling_stream = noop.get("fleetgen", {}), noop.get("cached-batch-stream", {})
+    if _missed(goals, "noop, like for like", "stream") and fleet.get("micro_batch_rows_per_s"):
+        inside, ceiling_inside = fleet["micro_batch_rows_per_s"], ceiling_stream.get("micro_batch_rows_per_s") or 0
+        out.append(
+            f"- **Noop, the streams.** Inside their micro-batch fleetgen ran at {inside:,} rows/s and the "
+            f"cached-batch stream at {ceiling_inside:,} ({inside / max(ceiling_inside, 1):.2f}x): the rest of the "
+            "gap is each query's start and stop (a fresh Python runner per query; fleetgen's also imports "
+            f"the package), a fixed cost that weighs on a query of {fleet['rows'] / fleet['rows_per_s']:.1f} s."
+        )
+    batch, cached = noop.get("fleetgen-batch", {}), noop.get("cached-batch", {})
+    if (
+        _missed(goals, "noop, like for like", "batch read")
+        and batch.get("cpu_us_per_row")
+        and cached.get("cpu_us_per_row")
+    ):
+        generation = batch["cpu_us_per_row"] - cached["cpu_us_per_row"]
+        out.append(
+            f"- **Noop, the batch reads.** fleetgen's read cost {batch['cpu_us_per_row']:.2f} µs of CPU a row, the "
+            f"cached batch's {cached['cpu_us_per_row']:.2f}: generating (numpy draws, the string columns) adds "
+            f"{generation:.2f} µs a row to a transport that costs {cached['cpu_us_per_row']:.2f}. 0.9x needs the "
+            f"generation under a ninth of the transport, {cached['cpu_us_per_row'] / 9:.2f} µs a row here; see "
+            "*Generation* below for what it costs and what was already cut."
         )
     fleet_delta = (throughput or {}).get("results", {}).get("delta", {}).get("fleetgen", {})
     if _missed(goals, "Delta: fleetgen pipeline") and fleet_delta.get("events_query_s"):
@@ -430,7 +456,7 @@ def _misses(
             f"Delta commit of one row alone takes {floor['append_s']:.2f} s here, "
             f"{floor.get('checkpoint_append_s') or 0:.2f} s when it writes Delta's checkpoint (every tenth commit "
             "of each table: the p95 and max). Two commits and Spark's own logs per interval leave no room for "
-            "0.4 s; see *Live latency* below for what it would take."
+            "0.4 s; *Where a short backfill's time goes* (below) says what it would take."
         )
     scaling = (throughput or {}).get("scaling", {})
     if _missed(goals, "scaling") and "local[1]" in scaling and "rows_per_s" in scaling.get("local[1]", {}):
