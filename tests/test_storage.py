@@ -30,7 +30,7 @@ from fleetgen_spark.service.process import Service
 from fleetgen_spark.storage.clean import clean_data_dir, finish_interrupted_clean
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.lock import LEASE, DataDirBusy, Lease, command_line, hold, release
-from fleetgen_spark.storage.logs import configure_logging, read_logs
+from fleetgen_spark.storage.logs import configure_logging, get_logger, log_event, read_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +92,18 @@ def test_one_writer_on_s3_a_second_is_refused_naming_the_holder(s3_server: S3Ser
     assert data_dir.is_fleetgen_dir()
     assert _hold_in_a_child(data_dir, "fleetgen backfill").stdout.strip() == "held"
     assert data_dir.storage.read_bytes(LEASE) is None  # a process that ends gives its lease up (atexit)
+
+
+def test_a_reader_in_the_logging_process_sees_its_lines_at_once_on_s3(s3_server: S3Server) -> None:
+    """A remote directory's log segment is written whole at most every 5 s; the service's own /logs must
+    still show its last lines at once (a paused service logs nothing more: they would wait for its exit)."""
+    data_dir = _s3_dir(s3_server)
+    configure_logging(data_dir, stderr=False)
+    try:
+        log_event(get_logger("service"), "PAUSE", trigger="test")
+        assert [r["message"] for r in read_logs(data_dir, limit=5)] == ["PAUSE"]
+    finally:
+        configure_logging(None, stderr=False)
 
 
 # The HDFS mini cluster is a JVM: its cases are in the spark tier (make test-fast starts no JVM).

@@ -128,9 +128,10 @@ class _SegmentHandler(logging.Handler):
                 self.lines.append(line)
                 self.size += len(line) + 1
                 self.dirty = True
-                # Flushed from here when due, and at close (exit). A timer thread that flushed quiet periods
-                # too was tried: in a running service it stopped flushing after its first write, with no error
-                # (cause not found in the time there was), so the lines of a quiet end wait for the exit.
+                # Flushed from here when due, by read_logs in this process, and at close (exit). A timer
+                # thread that flushed quiet periods too was tried: in a running service it stopped flushing
+                # after its first write, with no error (cause not found in the time there was), so the lines
+                # of a quiet end wait for a read here (/logs) or the exit.
                 if time.monotonic() - self.flushed_at >= FLUSH_S:
                     self._flush_locked()
         except Exception:  # a logging failure must never stop generation
@@ -236,7 +237,13 @@ def read_logs(
 
     Reads day folders, their files and each file's lines from the newest end backwards, a block
     at a time, and stops as soon as it has enough: ``limit=1`` on a 100 MB file reads one block.
+    On a remote data directory this process' own segment is written out first, so that a reader
+    in the process that logs (the service's ``/logs``) sees its lines up to now, a quiet end's too.
     """
+    if not data_dir.is_local:
+        for handler in logging.getLogger(_ROOT).handlers:
+            if isinstance(handler, _SegmentHandler):
+                handler.flush()
     threshold = LEVELS.index(min_level.upper())
     found: list[dict[str, Any]] = []
     records = _newest_first(data_dir.local_path(LOGS), since) if data_dir.is_local else _remote(data_dir, since)
