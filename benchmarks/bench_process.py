@@ -100,14 +100,15 @@ def _fleetgen_phases(data_dir: Path, run: dict[str, Any]) -> dict[str, float]:
     def span(kind: str) -> float:
         return max((last.get(name, t) - t for name, t in started.items() if name.split("_")[1] == kind), default=0.0)
 
+    first, newest = min(started.values()), max(_instant(r) for r in records)
     return {
-        "start_up": round(min(started.values()) - run["launched"], 1),
-        "writing": round(max(_instant(r) for r in records) - min(started.values()), 1),
+        "start_up": round(first - run["launched"], 1),
+        "writing": round(newest - first, 1),
         "companies_query": round(span("companies"), 1),
         "events_query": round(span("events"), 1),
         "events_append": round(sum(d.get("append_ms", 0) for d in done) / 1000, 1),
         "ledger_append": round(sum(d.get("ledger_ms", 0) for d in done) / 1000, 1),
-        "exit": round(run["exited"] - max(_instant(r) for r in records), 1),
+        "exit": round(run["exited"] - newest, 1),
     }
 
 

@@ -218,6 +218,11 @@ def _throughput(data: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _cores_busy(m: dict[str, Any]) -> float:
+    """CPU time over wall time of one scaling run: the cores it kept busy."""
+    return float(m.get("cpu_us_per_row", 0) * m["rows_per_s"] / 1e6)
+
+
 def _scaling(s: dict[str, Any]) -> list[str]:
     lines = ["### Scaling: local[1] versus local[2]", ""]
     if s.get("skipped") or not s:
@@ -231,7 +236,7 @@ def _scaling(s: dict[str, Any]) -> list[str]:
         if "rows_per_s" not in m:
             lines.append(f"| {master} | {m.get('error')} | | |")
             continue
-        busy = m.get("cpu_us_per_row", 0) * m["rows_per_s"] / 1e6
+        busy = _cores_busy(m)
         lines.append(f"| {master} | {m['rows_per_s']:,} | {m.get('micro_batch_rows_per_s', 0):,} | {busy:.2f} |")
     if "speedup" in s:
         lines += [
@@ -460,8 +465,7 @@ def _misses(
         )
     scaling = (throughput or {}).get("scaling", {})
     if _missed(goals, "scaling") and "local[1]" in scaling and "rows_per_s" in scaling.get("local[1]", {}):
-        one = scaling["local[1]"]
-        busy = one.get("cpu_us_per_row", 0) * one["rows_per_s"] / 1e6
+        busy = _cores_busy(scaling["local[1]"])
         out.append(
             f"- **Scaling.** local[1] already keeps {busy:.2f} of the 2 cores busy (a Python worker generating, "
             "the JVM decoding), so local[2] can add at most the rest; 1.7x needs a machine with 4 or more cores."
