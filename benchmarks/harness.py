@@ -170,6 +170,16 @@ def cpu_seconds(jvm: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``: all but idle and iowait).
+
+    The difference of two readings is what a run of whole processes cost, its JVM grandchild
+    included (which a parent's rusage does not see), plus whatever else ran meanwhile.
+    """
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _is_python(pid: int) -> bool:
     # By the command name, not the command line: a JVM child forked for a shell command
     # carries the JVM's command line (full of ".../python3.11/site-packages/...") until exec.
