@@ -144,7 +144,7 @@ def cmd_onboard(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     config = _config(args)
     kwargs = {"speedup": args.speedup or "1", "start": _just_closed(config), "max_intervals_per_trigger": 96}
-    with _pipeline(args, config, defer_tables=True, **kwargs) as pipeline:
+    with _pipeline(args, config, **kwargs) as pipeline:
         pipeline.run_available_now()
     manifest = pipeline.layout.read_manifest()
     if not manifest.batch_count:
@@ -176,8 +176,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     start, end = _backfill_range(args, config)
     kwargs = {"speedup": "max", "start": start, "end": end, "max_intervals_per_trigger": args.max_intervals_per_trigger}
     began = time.monotonic()
-    # A new directory's tables are created while the queries start (see Pipeline.run_available_now).
-    with _pipeline(args, config, defer_tables=True, **kwargs) as pipeline:
+    with _pipeline(args, config, **kwargs) as pipeline:
         check_start(pipeline.layout, pipeline.dataset, start)
         started = time.monotonic()
         held = pipeline.written_until()

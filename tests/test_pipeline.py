@@ -115,8 +115,7 @@ def test_logs_are_json_with_one_run_id(backfilled: Pipeline) -> None:
 
 def test_a_new_directory_s_tables_are_created_while_its_backfill_starts(spark: SparkSession, tmp_path: Path) -> None:
     layout = DataDir(tmp_path)
-    end = START + timedelta(hours=1)
-    pipeline = Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=end, defer_tables=True)
+    pipeline = Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=START + timedelta(hours=1))
     # Nothing to read or upgrade in a new directory: its CREATE TABLEs run beside the queries' start.
     assert [name for name in TABLES if layout.has_commits(name)] == []
     pipeline.run_available_now()
@@ -147,8 +146,7 @@ def test_a_table_that_cannot_be_created_stops_the_backfill(
         tables, "_create_sql", lambda layout, name: "CREATE TABLE (" if name == "batches" else create_sql(layout, name)
     )
     layout = DataDir(tmp_path)
-    end = START + timedelta(hours=1)
-    pipeline = Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=end, defer_tables=True)
+    pipeline = Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=START + timedelta(hours=1))
     with pytest.raises(Exception, match="PARSE_SYNTAX_ERROR"):
         pipeline.run_available_now()
     assert [q.name for q in spark.streams.active] == []

@@ -90,9 +90,9 @@ class Pipeline:
     """The companies and events queries of one data directory, built from its dataset record.
 
     Building one takes the data directory for this process (``lock``), checks the directory's
-    identity (seed, start, interval) and creates every table that does not exist yet. With
-    ``defer_tables`` a new directory's tables are created as its queries start instead, and for
-    :meth:`run_available_now` while they start (their writers wait for them): a backfill's start-up.
+    identity (seed, start, interval) and creates every table that does not exist yet; a new
+    directory's tables are created when a query first starts, and for
+    :meth:`run_available_now` while its queries start (their writers wait for them).
     """
 
     spark: SparkSession
@@ -103,7 +103,6 @@ class Pipeline:
     start: datetime | None = None
     max_intervals_per_trigger: int = 1
     num_partitions: int | None = None
-    defer_tables: bool = False
     dataset: Dataset = field(init=False)
     _anchor: tuple[datetime, float] | None = field(default=None, init=False, repr=False)
     _queries: list[StreamingQuery] = field(default_factory=list, init=False, repr=False)
@@ -117,8 +116,8 @@ class Pipeline:
         self.dataset = ensure_dataset(self.layout, self.config, self.start)
         self.config = self.config.with_seed(self.dataset.seed)
         missing = [name for name in TABLES if not self.layout.has_commits(name)]
-        if self.defer_tables and len(missing) == len(TABLES):
-            # A new directory: nothing to upgrade, nothing to read yet; created as the queries start.
+        if len(missing) == len(TABLES):
+            # A new directory: nothing to upgrade, nothing to read yet; created before a query starts.
             self._pending = missing
         else:
             missing = ensure_tables(self.spark, self.layout)
