@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,12 +13,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from fleetgen_spark import load_config
-from fleetgen_spark.core.exceptions import GenerationError
 from fleetgen_spark.core.options import parse_options
-from fleetgen_spark.spark import tables
 from fleetgen_spark.spark.pipeline import Pipeline
 from fleetgen_spark.spark.sink import EventsWriter
-from fleetgen_spark.spark.tables import TABLES, ensure_tables, wait_for_tables
+from fleetgen_spark.spark.tables import ensure_tables
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.logs import RUN_ID, configure_logging, read_logs
 from fleetgen_spark.storage.manifests import read_json, write_json_atomic
@@ -111,46 +108,6 @@ def test_logs_are_json_with_one_run_id(backfilled: Pipeline) -> None:
     assert any(timing["append_ms"] > 0 for timing in done)
     assert read_logs(backfilled.layout, min_level="ERROR") == []
     assert len(read_logs(backfilled.layout, limit=3)) == 3
-
-
-def test_a_new_directory_s_tables_are_created_while_its_backfill_starts(spark: SparkSession, tmp_path: Path) -> None:
-    layout = DataDir(tmp_path)
-    pipeline = Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=START + timedelta(hours=1))
-    # Nothing to read or upgrade in a new directory: its CREATE TABLEs run beside the queries' start.
-    assert [name for name in TABLES if layout.has_commits(name)] == []
-    pipeline.run_available_now()
-    assert [name for name in TABLES if layout.has_commits(name)] == list(TABLES)
-    assert table(spark, layout, "batches").count() == 4
-    assert table(spark, layout, "companies").count() == 5
-
-
-def test_a_writer_waits_for_tables_that_are_being_created(spark: SparkSession, tmp_path: Path) -> None:
-    layout = DataDir(tmp_path)
-    creating = threading.Timer(0.5, ensure_tables, (spark, layout))
-    creating.start()
-    wait_for_tables(layout)
-    assert [name for name in TABLES if layout.has_commits(name)] == list(TABLES)
-    creating.join()
-
-
-def test_waiting_for_tables_nobody_creates_names_them(tmp_path: Path) -> None:
-    with pytest.raises(GenerationError, match=r"delta/companies, .*delta/discarded_events not created within 0 s"):
-        wait_for_tables(DataDir(tmp_path), timeout_s=0.3)
-
-
-def test_a_table_that_cannot_be_created_stops_the_backfill(
-    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    create_sql = tables._create_sql
-    monkeypatch.setattr(
-        tables, "_create_sql", lambda layout, name: "CREATE TABLE (" if name == "batches" else create_sql(layout, name)
-    )
-    layout = DataDir(tmp_path)
-    pipeline = Pipeline(spark, layout, load_config("small"), speedup="max", start=START, end=START + timedelta(hours=1))
-    with pytest.raises(Exception, match="PARSE_SYNTAX_ERROR"):
-        pipeline.run_available_now()
-    assert [q.name for q in spark.streams.active] == []
-    assert not layout.has_commits("batches")
 
 
 def test_invalid_records_go_to_discarded_never_to_driver_events(spark: SparkSession, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,7 @@ from fleetgen_spark.spark.failures import first_line
 from fleetgen_spark.spark.ledger import Ledger
 from fleetgen_spark.spark.scd import CompaniesWriter
 from fleetgen_spark.spark.sink import EventsWriter
-from fleetgen_spark.spark.tables import TABLES, create_tables, ensure_tables
+from fleetgen_spark.spark.tables import ensure_tables
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.dataset import Dataset, ensure_dataset, record_event_shape
 from fleetgen_spark.storage.lock import hold, log_takeover
@@ -90,9 +89,7 @@ class Pipeline:
     """The companies and events queries of one data directory, built from its dataset record.
 
     Building one takes the data directory for this process (``lock``), checks the directory's
-    identity (seed, start, interval) and creates every table that does not exist yet; a new
-    directory's tables are created when a query first starts, and for
-    :meth:`run_available_now` while its queries start (their writers wait for them).
+    identity (seed, start, interval) and creates every table that does not exist yet.
     """
 
     spark: SparkSession
@@ -107,46 +104,18 @@ class Pipeline:
     _anchor: tuple[datetime, float] | None = field(default=None, init=False, repr=False)
     _queries: list[StreamingQuery] = field(default_factory=list, init=False, repr=False)
     _empty: set[str] = field(default_factory=set, init=False, repr=False)
-    # A new directory's tables, not created yet, and their creation under way in the background.
-    _pending: list[str] = field(default_factory=list, init=False, repr=False)
-    _creating: Future[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         log_takeover(hold(self.layout))
         self.dataset = ensure_dataset(self.layout, self.config, self.start)
         self.config = self.config.with_seed(self.dataset.seed)
-        missing = [name for name in TABLES if not self.layout.has_commits(name)]
-        if len(missing) == len(TABLES):
-            # A new directory: nothing to upgrade, nothing to read yet; created before a query starts.
-            self._pending = missing
-        else:
-            missing = ensure_tables(self.spark, self.layout)
-        # Tables this pipeline creates are empty until its queries run: no need to read them.
-        self._empty = set(missing)
+        # Tables this pipeline has just created are empty until its queries run: no need to read them.
+        self._empty = set(ensure_tables(self.spark, self.layout))
         written = self._ledger().written_until
         record_event_shape(self.layout, self.config, written, epoch_seconds(self.dataset.start))
 
-    def _create_tables(self, wait: bool) -> None:
-        """Create a new directory's tables now, unless their creation is under way; ``wait`` for it then."""
-        if self._pending:
-            names, self._pending = self._pending, []
-            create_tables(self.spark, self.layout, names)
-        elif wait and self._creating is not None:
-            self._creating.result()  # its error, if it failed
-
-    def _begin_tables(self) -> None:
-        """Begin creating a new directory's tables in the background (the queries' writers wait for them)."""
-        if self._pending:
-            names, self._pending = self._pending, []
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetgen-tables")
-            self._creating = pool.submit(create_tables, self.spark, self.layout, names)
-            pool.shutdown(wait=False)
-
     def _ledger(self) -> Ledger:
-        if {"batches", "driver_events"} <= self._empty:
-            return Ledger()
-        self._create_tables(wait=True)
-        return Ledger.load(self.spark, self.layout)
+        return Ledger() if {"batches", "driver_events"} <= self._empty else Ledger.load(self.spark, self.layout)
 
     def options(self, **extra: str | None) -> dict[str, str]:
         return source_options(
@@ -173,7 +142,6 @@ class Pipeline:
         return ledger, {"resumeFrom": iso(from_epoch(resume)), "clockAnchor": f"{iso(sim)}@{wall:.6f}"}
 
     def start_companies(self, available_now: bool = False) -> StreamingQuery:
-        self._create_tables(wait=False)
         writer = CompaniesWriter(self.layout)
         _, extra = self._round()
         last = None
@@ -196,7 +164,6 @@ class Pipeline:
         return self._started((stream.trigger(availableNow=True) if available_now else stream).start())
 
     def start_events(self, available_now: bool = False) -> StreamingQuery:
-        self._create_tables(wait=False)
         ledger, extra = self._round()
         self._empty -= {"batches", "driver_events", "discarded_events"}
         extra["maxIntervalsPerTrigger"] = str(self.max_intervals_per_trigger)
@@ -236,25 +203,20 @@ class Pipeline:
         onboarding plan, not the companies table, and a backfill does not wait for companies
         (``wait_for_companies_s`` 0), so neither needs the other to finish first. On 2 cores that
         overlaps the companies MERGE with the events query's first micro-batch (which starts once
-        the companies query runs its first trigger, see :func:`_until_triggered`), and a new
-        directory's CREATE TABLEs with both queries' start (about 5 s of a short backfill). A query
-        that fails stops the other and raises :class:`GenerationError` with the cause in one line
-        (the full error is in the JSON log); a table that cannot be created stops both.
+        the companies query runs its first trigger, see :func:`_until_triggered`). A query that
+        fails stops the other and raises :class:`GenerationError` with the cause in one line (the
+        full error is in the JSON log).
         """
         if say is not None:
             say("onboarding companies and generating events ...")
-        self._begin_tables()
-        queries: list[StreamingQuery] = []
+        companies = self.start_companies(True)
         try:
-            queries.append(self.start_companies(True))
-            _until_triggered(queries[0])
-            queries.append(self.start_events(True))
-            self._create_tables(wait=True)
+            _until_triggered(companies)
+            events = self.start_events(True)
         except BaseException:
-            for query in queries:
-                query.stop()
+            companies.stop()
             raise
-        _await_all(queries, on_progress)
+        _await_all([companies, events], on_progress)
 
     def written_until(self) -> datetime | None:
         """The end of the last interval the tables hold (None: none yet)."""

@@ -19,13 +19,7 @@ from pyspark.sql import functions as F
 from fleetgen_spark.core.clock import batch_id, iso
 from fleetgen_spark.spark.failures import batch_errors
 from fleetgen_spark.spark.sink import UUID_PATTERN, discard_rows, log_discards
-from fleetgen_spark.spark.tables import (
-    COMPANIES_HISTORY_SCHEMA,
-    DISCARDED_SCHEMA,
-    retry_conflicts,
-    sql_path,
-    wait_for_tables,
-)
+from fleetgen_spark.spark.tables import COMPANIES_HISTORY_SCHEMA, DISCARDED_SCHEMA, retry_conflicts, sql_path
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.logs import ensure_logging, get_logger, log_event
 
@@ -71,15 +65,10 @@ class CompaniesWriter:
     query: str = "companies"
     # (companies, newest version's instant) of the table, read once, then kept as this writer MERGEs.
     _summary: tuple[int, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    # Whether the tables exist (a backfill creates a new directory's tables as its queries start).
-    _tables: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __call__(self, df: DataFrame, epoch: int) -> None:
         ensure_logging(self.layout)  # on Spark Connect this runs in a Python worker of the server
         with batch_errors(self.query, epoch):
-            if not self._tables:  # a backfill creates a new directory's tables as its queries start
-                wait_for_tables(self.layout)
-                self._tables = True
             self._write(df, epoch)
 
     def _write(self, df: DataFrame, epoch: int) -> None:

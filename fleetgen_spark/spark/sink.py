@@ -33,7 +33,7 @@ from fleetgen_spark.spark.checkpoint import epoch_range
 from fleetgen_spark.spark.failures import batch_errors
 from fleetgen_spark.spark.ledger import Ledger
 from fleetgen_spark.spark.source import delivery_reach, event_specs
-from fleetgen_spark.spark.tables import BATCHES_SCHEMA, DISCARDED_SCHEMA, retry_conflicts, wait_for_tables
+from fleetgen_spark.spark.tables import BATCHES_SCHEMA, DISCARDED_SCHEMA, retry_conflicts
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.dataset import event_shapes, onboarding_plan
 from fleetgen_spark.storage.logs import ensure_logging, get_logger, log_event
@@ -103,8 +103,6 @@ class EventsWriter:
     _specs: tuple[OnboardingPlan, Callable[[int], EventSpec], int, int] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    # Whether the tables exist (a backfill creates a new directory's tables as its queries start).
-    _tables: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def seed(self) -> int:
@@ -120,9 +118,6 @@ class EventsWriter:
     def __call__(self, df: DataFrame, epoch: int) -> None:
         ensure_logging(self.layout)  # on Spark Connect this runs in a Python worker of the server
         with batch_errors(self.query, epoch):
-            if not self._tables:  # a backfill creates a new directory's tables as its queries start
-                wait_for_tables(self.layout)
-                self._tables = True
             self._write(df, epoch)
 
     def _write(self, df: DataFrame, epoch: int) -> None:

@@ -18,7 +18,6 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import BooleanType, DateType, LongType, StringType, StructField, StructType, TimestampType
 
 from fleetgen_spark.core.company_rows import COMPANY_SCHEMA
-from fleetgen_spark.core.exceptions import GenerationError
 from fleetgen_spark.core.generate import EVENT_SCHEMA
 from fleetgen_spark.storage.datadir import DataDir
 from fleetgen_spark.storage.logs import get_logger, log_event
@@ -30,13 +29,10 @@ __all__ = [
     "DISCARDED_SCHEMA",
     "EVENT_STATS_COLUMNS",
     "TABLES",
-    "TABLES_WAIT_S",
-    "create_tables",
     "ensure_tables",
     "is_conflict",
     "retry_conflicts",
     "sql_path",
-    "wait_for_tables",
 ]
 
 _log = get_logger("sink")
@@ -126,59 +122,18 @@ def ensure_tables(spark: SparkSession, layout: DataDir) -> list[str]:
     Change Data Feed), and a new companies_history starts from the companies already there.
     """
     created = [name for name in TABLES if not layout.has_commits(name)]
-    create_tables(spark, layout, created)
+    # Side by side: each CREATE is a commit of its own, and on a new JVM most of one is loading the
+    # classes they all need (the first took ~5 s, the next ones ~0.5 s each on 2 cores).
+    with ThreadPoolExecutor(max_workers=max(1, len(created)), thread_name_prefix="fleetgen-create") as pool:
+        futures = [
+            pool.submit(retry_conflicts, lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")
+            for name in created
+        ]
+    for future in futures:
+        future.result()  # the first error, if any, as it was raised
     if "companies" not in created:
         _upgrade_companies(spark, layout, history_created="companies_history" in created)
     return created
-
-
-# Creations that failed in this process, by data directory: a writer waiting for their tables in
-# this process (a classic session's foreachBatch) stops at once instead of at TABLES_WAIT_S.
-_FAILED: dict[str, BaseException] = {}
-
-
-def create_tables(spark: SparkSession, layout: DataDir, names: list[str]) -> None:
-    """Create the named tables (empty), side by side; the first error, if any, as it was raised."""
-    _FAILED.pop(layout.uri, None)
-    # Side by side: each CREATE is a commit of its own, and on a new JVM most of one is loading the
-    # classes they all need (the first took ~5 s, the next ones ~0.5 s each on 2 cores).
-    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="fleetgen-create") as pool:
-        futures = [
-            pool.submit(retry_conflicts, lambda name=name: spark.sql(_create_sql(layout, name)), f"create {name}")
-            for name in names
-        ]
-    try:
-        for future in futures:
-            future.result()
-    except BaseException as err:
-        _FAILED[layout.uri] = err
-        raise
-
-
-# How long a writer waits for tables that are being created as its query starts (a backfill's, see
-# Pipeline.run_available_now); they take seconds, this is only the bound of a creation that failed.
-TABLES_WAIT_S = 300.0
-
-
-def wait_for_tables(layout: DataDir, timeout_s: float = TABLES_WAIT_S) -> None:
-    """Return once every table of the data directory has its first commit, or raise GenerationError.
-
-    Read from the tables' logs (no Spark job), so a writer on a Spark Connect server can wait too.
-    """
-    deadline = time.monotonic() + timeout_s
-    missing = [name for name in TABLES if not layout.has_commits(name)]
-    while missing:
-        failed = _FAILED.get(layout.uri)
-        if failed is not None:
-            cause = str(failed).strip().splitlines()[0] if str(failed).strip() else type(failed).__name__
-            raise GenerationError(f"{layout.table(missing[0])} could not be created: {cause}")
-        if time.monotonic() > deadline:
-            raise GenerationError(
-                f"{', '.join(str(layout.table(n)) for n in missing)} not created within {timeout_s:.0f} s: "
-                "the process that started this query creates the tables; its log says why it could not"
-            )
-        time.sleep(0.1)
-        missing = [name for name in missing if not layout.has_commits(name)]
 
 
 def _upgrade_companies(spark: SparkSession, layout: DataDir, history_created: bool) -> None:
