@@ -433,9 +433,10 @@ def _misses(
             f"{fleet_cpu['machine_cpu_s'] / ceiling['machine_cpu_s']:.2f}x its CPU. "
             f"With all {cores} cores busy all the time the backfill needs at least "
             f"{fleet_cpu['machine_cpu_s'] / cores:.1f} s; 0.9x the ceiling is {most:.1f} s, which allows at most "
-            f"{most * cores:.0f} CPU seconds. Running more of its work side by side (its tables are created "
-            f"while its queries start) only moves time between phases on {cores} cores: the gap is the CPU its "
-            "pipeline spends beyond the transport (generation, validation, the companies query, the ledger)."
+            f"{most * cores:.0f} CPU seconds. Running more of its work side by side (its tables created while "
+            f"its queries start: tried, see NOTES.md) only moves time between phases on {cores} cores: the gap "
+            "is the CPU its pipeline spends beyond the transport (generation, validation, the companies query, "
+            "the ledger)."
         )
     noop = (throughput or {}).get("results", {}).get("noop", {})
     fleet, ceiling_stream = noop.get("fleetgen", {}), noop.get("cached-batch-stream", {})
