@@ -382,7 +382,7 @@ def _process(data: dict[str, Any] | None) -> list[str]:
         f"fleetgen ÷ dbldatagen {r['fleetgen_vs_dbldatagen']:.3f}x, fleetgen ÷ ceiling {r['fleetgen_vs_ceiling']:.3f}x"
         " (rows/s, higher is better for fleetgen). Start-up is what the backfill itself reports as starting Spark",
         "and opening the tables. CPU is the machine's busy time over the run (`/proc/stat`), the JVM included;",
-        "cores busy is that over the wall time (2 cores here).",
+        f"cores busy is that over the wall time ({mm.get('nproc') or '?'} cores here).",
         "",
     ]
     return lines
