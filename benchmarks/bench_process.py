@@ -21,7 +21,9 @@ Wall time from start to exit, and where it went: the backfill's phases from its 
 to its queries' start, each query, the events writer's appends, exit), the yardsticks' from their
 last line (session start, write). CPU: the whole machine's busy seconds over each run (``/proc/stat``),
 which counts the JVM (a grandchild that ``cpu_s``, the reaped children's rusage, misses) and anything
-else that ran meanwhile: on a quiet machine, what the run cost. Writes results/process.json
+else that ran meanwhile: on a quiet machine, what the run cost; and the process tree's own CPU by
+thread group (JIT compilers, Spark tasks, GC, the JVM's other threads, Python workers, the Python
+driver), sampled from ``/proc`` every 0.5 s. Writes results/process.json
 and regenerates RESULTS.md.
 
     .venv/bin/python benchmarks/bench_process.py [--rounds 3] [--quick]
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import BENCH_DIR, DEFAULT_OUT, machine_busy_s, machine_info, median, write_json
+from harness import BENCH_DIR, CPU_GROUPS, DEFAULT_OUT, ThreadCpu, machine_busy_s, machine_info, median, write_json
 from report import render_results
 
 from fleetgen_spark.storage.datadir import DataDir
@@ -67,18 +69,26 @@ def _run(command: list[str]) -> dict[str, Any]:
     busy = machine_busy_s()
     launched = time.time()
     began = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=BENCH_DIR.parent)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=BENCH_DIR.parent
+    ) as child:
+        threads = ThreadCpu(child.pid)
+        try:
+            stdout, stderr = child.communicate(timeout=TIMEOUT_S)
+        finally:
+            by_thread = threads.stop()
     wall = time.monotonic() - began
     machine_cpu = machine_busy_s() - busy
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0:
-        raise SystemExit(f"{command[:3]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if child.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed ({child.returncode}): {stderr.strip()[-2000:]}")
     return {
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "machine_cpu_s": round(machine_cpu, 1),
+        "cpu_by_thread": by_thread,
         "last_line": lines[-1] if lines else "",
         "launched": launched,
         "exited": launched + wall,
@@ -249,6 +259,7 @@ def main(argv: list[str]) -> int:
             "wall_s": median([r["wall_s"] for r in results]),
             "cpu_s": median([r["cpu_s"] for r in results]),
             "machine_cpu_s": median([r["machine_cpu_s"] for r in results]),
+            "cpu_by_thread": {g: median([r["cpu_by_thread"][g] for r in results]) for g in CPU_GROUPS},
             "rows_per_s": round(rows / median([r["wall_s"] for r in results])) if name != "start-up" else None,
             "startup_s": median([r["startup_s"] for r in results if r.get("startup_s") is not None] or [0.0]),
             # Each phase's median over the rounds (so the phases need not add up to the median wall time).

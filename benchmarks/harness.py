@@ -180,6 +180,76 @@ def machine_busy_s() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
+# Thread groups of a whole process's CPU, by the name the JVM gives its threads.
+CPU_GROUPS = ("JIT compilers", "Spark tasks", "GC", "JVM, other", "Python workers", "Python driver")
+
+
+def _group(comm: str, pid: int, root: int) -> str:
+    if pid == root:
+        return "Python driver"
+    if comm.startswith("python"):
+        return "Python workers"
+    if "CompilerThre" in comm:  # "C2 CompilerThread0", "C1 CompilerThread0"
+        return "JIT compilers"
+    if comm.startswith("Executor task"):
+        return "Spark tasks"
+    if comm.startswith(("GC Thread", "G1 ")):
+        return "GC"
+    return "JVM, other"  # the driver's planning (py4j, stream execution, main), Spark's services
+
+
+def _tree(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with suppress(OSError, ValueError, IndexError):
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return tree
+
+
+class ThreadCpu:
+    """CPU seconds of a process tree by :data:`CPU_GROUPS`, from each thread's ``/proc`` stat.
+
+    Sampled every ``every_s`` while the tree runs, so a thread's last moments before it ends (a
+    Python worker's, a task thread's) are missed: the groups add up to a little less than the
+    machine's busy time. One thread reads ~100 small files a sample: about 1% of a core.
+    """
+
+    def __init__(self, root: int, every_s: float = 0.5) -> None:
+        self.root, self.every_s = root, every_s
+        self._seen: dict[tuple[int, int], tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="thread-cpu", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(self.every_s):
+            for pid in _tree(self.root):
+                with suppress(OSError):
+                    for task in os.listdir(f"/proc/{pid}/task"):
+                        with suppress(OSError, ValueError, IndexError):
+                            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+                            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+                            fields = stat.rsplit(")", 1)[1].split()
+                            cpu = (int(fields[11]) + int(fields[12])) / tick
+                            self._seen[(pid, int(task))] = (_group(comm, pid, self.root), cpu)
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; CPU seconds per group."""
+        self._stop.set()
+        self._thread.join()
+        out = dict.fromkeys(CPU_GROUPS, 0.0)
+        for group, cpu in self._seen.values():
+            out[group] += cpu
+        return {k: round(v, 1) for k, v in out.items()}
+
+
 def _is_python(pid: int) -> bool:
     # By the command name, not the command line: a JVM child forked for a shell command
     # carries the JVM's command line (full of ".../python3.11/site-packages/...") until exec.

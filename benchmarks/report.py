@@ -362,6 +362,19 @@ def _process(data: dict[str, Any] | None) -> list[str]:
             f"| events query: its batches appends (the ledger) | {fp['ledger_append']:.1f} s | | |",
             f"| after writing to exit | {fp['exit']:.1f} s | | |",
         ]
+    threads = {name: s[name].get("cpu_by_thread") or {} for name in ("fleetgen", "ceiling", "dbldatagen")}
+    if all(threads.values()):
+        ft, ct, dt = threads["fleetgen"], threads["ceiling"], threads["dbldatagen"]
+        lines += [
+            "",
+            "Where the CPU goes (medians over the rounds; each process tree's threads sampled from `/proc` every",
+            "0.5 s, so a little short of the machine's figure):",
+            "",
+            "| CPU s by thread | `fleetgen backfill` | cached-batch source | dbldatagen |",
+            "|---|---:|---:|---:|",
+            *(f"| {group} | {ft[group]:.1f} | {ct[group]:.1f} | {dt[group]:.1f} |" for group in ft),
+            f"| all | {sum(ft.values()):.1f} | {sum(ct.values()):.1f} | {sum(dt.values()):.1f} |",
+        ]
     r = data["ratios"]
     keep = data.get("keep_up", {})
     if keep:
@@ -386,6 +399,20 @@ def _process(data: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _cpu_gap(fleet: dict[str, float], ceiling: dict[str, float]) -> str:
+    """The backfill's CPU beyond the ceiling's, by thread group, largest first."""
+    if not fleet or not ceiling:
+        return ""
+    extra = sorted(((fleet[g] - ceiling.get(g, 0.0), g) for g in fleet), reverse=True)
+    parts = ", ".join(f"{group} {more:+.1f} s" for more, group in extra)
+    return (
+        f" By thread (*Where the CPU goes*): {parts}. The JIT compilers' share is HotSpot compiling the planning "
+        "code of the pipeline's many small queries (validation, MERGE, the batches table, Delta's own), which the "
+        "ceiling's one query does not run; the tasks' share is validation and the companies query's rows; the "
+        "Python workers' is generation."
+    )
 
 
 def _missed(goals: list[Target], *words: str) -> bool:
@@ -435,8 +462,8 @@ def _misses(
             f"{fleet_cpu['machine_cpu_s'] / cores:.1f} s; 0.9x the ceiling is {most:.1f} s, which allows at most "
             f"{most * cores:.0f} CPU seconds. Running more of its work side by side (its tables created while "
             f"its queries start: tried, see NOTES.md) only moves time between phases on {cores} cores: the gap "
-            "is the CPU its pipeline spends beyond the transport (generation, validation, the companies query, "
-            "the ledger)."
+            "is the CPU its pipeline spends beyond the transport."
+            + _cpu_gap(fleet_cpu.get("cpu_by_thread") or {}, ceiling.get("cpu_by_thread") or {})
         )
     noop = (throughput or {}).get("results", {}).get("noop", {})
     fleet, ceiling_stream = noop.get("fleetgen", {}), noop.get("cached-batch-stream", {})
