@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 import fleetgen_spark
 from fleetgen_spark import cli, flags
 from fleetgen_spark.progress import Progress
+from fleetgen_spark.spark import session
 from fleetgen_spark.storage.manifests import read_json
 
 # Variables the CLI reads or sets; each test starts without them and leaves none behind.
@@ -252,6 +253,28 @@ def test_the_spark_ui_binds_to_the_host_or_is_off(capsys: pytest.CaptureFixture[
     flags.resolve(args)
     flags.spark_environment(args)
     assert os.environ["FLEETGEN_SPARK_UI"] == "off" and "SPARK_LOCAL_IP" not in os.environ
+
+
+def test_a_jvm_fleetgen_starts_runs_with_its_jit_thresholds_quiet_or_verbose(spark: SparkSession) -> None:
+    # The shared session was started by fleetgen_spark.spark_session(), as every fleetgen command's is.
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert set(session.JIT_OPTIONS) <= set(arguments), arguments
+    assert any(a.startswith("-Dlog4j2.configurationFile=") for a in arguments), arguments  # still quiet
+    settings = session.base_conf()
+    session._launch_conf(settings, quiet=True, more_jars=[])
+    assert settings["spark.driver.extraJavaOptions"].split() == [
+        *session.JIT_OPTIONS,
+        f"-Dlog4j2.configurationFile={session._LOG4J_FILE.as_uri()}",
+    ]
+    settings = session.base_conf()
+    session._launch_conf(settings, quiet=False, more_jars=[])
+    assert settings["spark.driver.extraJavaOptions"].split() == list(session.JIT_OPTIONS)
+    # spark-submit --properties-file spark-defaults.conf starts its driver with the same thresholds.
+    defaults = (Path(__file__).parents[1] / "spark-defaults.conf").read_text().splitlines()
+    java = [line.split()[1:] for line in defaults if line.startswith("spark.driver.extraJavaOptions")]
+    assert java == [list(session.JIT_OPTIONS)]
 
 
 def _written(manifest: Path) -> Callable[[], tuple[int, int]]:

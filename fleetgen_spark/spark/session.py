@@ -38,6 +38,18 @@ _JVM_NOISE = re.compile(
     r"|Streaming (ForeachBatch|query listener) worker )"
 )
 _LOG4J_FILE = Path(__file__).resolve().parent.parent / "log4j2.properties"  # package data, at the package root
+# HotSpot's C2 compiler takes a method once it has run ~5,000 times. A fleetgen run plans and
+# code-generates many small queries (validation, MERGE, the batches table, Delta's own), so C2 spent
+# ~26 of a 41-interval backfill's ~100 CPU seconds on planning code that stops running soon after,
+# on the 2 cores the tasks need. At five times the thresholds that code stays in C1, while a row
+# loop (millions of calls a micro-batch) still reaches C2: 0.91x the backfill's time, and no gain
+# at ten times (benchmarks/NOTES.md, "Where the CPU goes: HotSpot's JIT").
+JIT_OPTIONS = (
+    "-XX:Tier4InvocationThreshold=25000",
+    "-XX:Tier4MinInvocationThreshold=3000",
+    "-XX:Tier4CompileThreshold=75000",
+    "-XX:Tier4BackEdgeThreshold=200000",
+)
 
 
 def verbose() -> bool:
@@ -119,15 +131,18 @@ def _loopback_cluster(master: str | None) -> bool:
 
 def _launch_conf(settings: dict[str, str], quiet: bool, more_jars: list[str]) -> None:
     """For a JVM this process starts: the Delta jars as files instead of Ivy (both modes, so the
-    classpath never depends on verbosity) and, when quiet, Spark's log at ERROR via our file."""
+    classpath never depends on verbosity), :data:`JIT_OPTIONS` and, when quiet, Spark's log at ERROR
+    via our file. A ``spark.driver.extraJavaOptions`` the caller gives replaces both."""
     jars = delta_jars()
     if jars is not None:
         del settings["spark.jars.packages"]
     settings["spark.jars"] = ",".join([*(jars or []), *more_jars])
     if not settings["spark.jars"]:
         del settings["spark.jars"]
+    options = list(JIT_OPTIONS)
     if quiet:
-        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}"
+        options.append(f"-Dlog4j2.configurationFile={_LOG4J_FILE.as_uri()}")
+    settings["spark.driver.extraJavaOptions"] = " ".join(options)
 
 
 def spark_session(
