@@ -75,6 +75,9 @@ def _run(command: list[str]) -> dict[str, Any]:
         threads = ThreadCpu(child.pid)
         try:
             stdout, stderr = child.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()  # as subprocess.run(timeout=) does; the with-block then reaps it
+            raise
         finally:
             by_thread = threads.stop()
     wall = time.monotonic() - began

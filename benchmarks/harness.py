@@ -124,18 +124,27 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def _stat(path: str) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of a ``/proc`` stat file; None once its process has gone."""
+    try:
+        stat = Path(path).read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the other fields follow the last ")".
+    return stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()
+
+
+def _ticks(fields: list[str], children: bool = False) -> int:
+    # utime, stime (fields 14, 15 of stat) and cutime, cstime (16, 17) of reaped children.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks + (int(fields[13]) + int(fields[14]) if children else 0)
+
+
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: the fields we need follow the last ")".
-        fields = stat[stat.rfind(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        if entry.name.isdigit() and (stat := _stat(f"/proc/{entry.name}/stat")) is not None:
+            children.setdefault(int(stat[1][1]), []).append(int(entry.name))
     return children
 
 
@@ -150,14 +159,8 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _cpu_ticks(pid: int, children: bool = False) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    fields = stat[stat.rfind(")") + 2 :].split()
-    # utime, stime (fields 14, 15 of stat) and cutime, cstime (16, 17) of reaped children.
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks + (int(fields[13]) + int(fields[14]) if children else 0)
+    stat = _stat(f"/proc/{pid}/stat")
+    return 0 if stat is None else _ticks(stat[1], children)
 
 
 def cpu_seconds(jvm: int) -> float:
@@ -198,20 +201,6 @@ def _group(comm: str, pid: int, root: int) -> str:
     return "JVM, other"  # the driver's planning (py4j, stream execution, main), Spark's services
 
 
-def _tree(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with suppress(OSError, ValueError, IndexError):
-                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    tree, grown = {root}, True
-    while grown:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grown = bool(more)
-    return tree
-
-
 class ThreadCpu:
     """CPU seconds of a process tree by :data:`CPU_GROUPS`, from each thread's ``/proc`` stat.
 
@@ -230,15 +219,12 @@ class ThreadCpu:
     def _loop(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(self.every_s):
-            for pid in _tree(self.root):
+            for pid in (self.root, *_descendants(self.root)):
                 with suppress(OSError):
                     for task in os.listdir(f"/proc/{pid}/task"):
-                        with suppress(OSError, ValueError, IndexError):
-                            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
-                            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-                            fields = stat.rsplit(")", 1)[1].split()
-                            cpu = (int(fields[11]) + int(fields[12])) / tick
-                            self._seen[(pid, int(task))] = (_group(comm, pid, self.root), cpu)
+                        if (stat := _stat(f"/proc/{pid}/task/{task}/stat")) is not None:
+                            comm, fields = stat
+                            self._seen[(pid, int(task))] = (_group(comm, pid, self.root), _ticks(fields) / tick)
 
     def stop(self) -> dict[str, float]:
         """Stop sampling; CPU seconds per group."""
